@@ -1,0 +1,252 @@
+//! One delivery end to end: endpoint checks → sign → send → classify → completion. The only
+//! module that combines the others; it never holds a database transaction.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::deliver::{self, Deliverer, OutboundRequest};
+use crate::endpoints::Endpoint;
+use crate::metrics::{self, DeliveryOutcome};
+use crate::queue::{Action, ClaimedDelivery, Completion};
+use crate::retry::{Disposition, Outcome, RetryPolicy};
+use crate::signing;
+
+/// Everything an attempt needs besides its delivery.
+#[derive(Debug)]
+pub struct AttemptContext {
+    pub deliverer: Deliverer,
+    pub retry: RetryPolicy,
+    pub max_payload_bytes: usize,
+    /// How long a delivery of a paused endpoint waits before it is looked at again.
+    pub paused_recheck: Duration,
+}
+
+/// The facts of an attempt before classification.
+struct Attempted {
+    outcome: Outcome,
+    label: Option<DeliveryOutcome>,
+    status: Option<u16>,
+    error: Option<String>,
+    excerpt: Option<String>,
+}
+
+impl Attempted {
+    fn not_sent(outcome: Outcome, label: DeliveryOutcome, error: String) -> Self {
+        Self { outcome, label: Some(label), status: None, error: Some(error), excerpt: None }
+    }
+}
+
+/// Runs one attempt of `delivery` to `endpoint` (`None`: the endpoint does not exist) and returns
+/// what to write back. Never fails: every problem becomes a recorded outcome.
+pub async fn run(
+    ctx: &AttemptContext,
+    delivery: &ClaimedDelivery,
+    endpoint: Option<Arc<Endpoint>>,
+    abort: &CancellationToken,
+) -> Completion {
+    let started = Instant::now();
+    let attempted_at = Utc::now();
+    let attempted = match preflight(ctx, delivery, endpoint.as_deref()) {
+        Err(early) => early,
+        Ok(Preflight::Hold) => {
+            metrics::delivery_finished(DeliveryOutcome::Deferred);
+            return release(delivery, ctx.paused_recheck);
+        }
+        Ok(Preflight::Send(target)) => {
+            tokio::select! {
+                attempted = send(ctx, delivery, target) => attempted,
+                () = abort.cancelled() => {
+                    metrics::delivery_finished(DeliveryOutcome::Deferred);
+                    return release(delivery, Duration::ZERO);
+                }
+            }
+        }
+    };
+    finish(ctx, delivery, attempted, attempted_at, started.elapsed())
+}
+
+enum Preflight {
+    Hold,
+    Send(Target),
+}
+
+/// Where and how to send, once preflight passed.
+struct Target {
+    url: url::Url,
+    timeout: Option<Duration>,
+    secrets: Vec<signing::SigningSecret>,
+}
+
+fn preflight(ctx: &AttemptContext, delivery: &ClaimedDelivery, endpoint: Option<&Endpoint>) -> Result<Preflight, Attempted> {
+    let permanent = |label, error| Err(Attempted::not_sent(Outcome::Permanent, label, error));
+    let Some(endpoint) = endpoint else {
+        return permanent(DeliveryOutcome::Failed, format!("endpoint {} does not exist", delivery.endpoint_id));
+    };
+    match endpoint.state.as_str() {
+        "paused" => return Ok(Preflight::Hold),
+        "disabled" => {
+            let reason = endpoint.state_reason.as_deref().unwrap_or("by an operator");
+            return permanent(DeliveryOutcome::Failed, format!("endpoint {} is disabled: {reason}", endpoint.id));
+        }
+        _ => {}
+    }
+    if delivery.payload.is_none() {
+        return permanent(
+            DeliveryOutcome::Failed,
+            format!(
+                "payload is {} bytes, over the limit of {} bytes (WEBHOOK_MAX_PAYLOAD_BYTES)",
+                delivery.payload_bytes, ctx.max_payload_bytes
+            ),
+        );
+    }
+    let url = match &endpoint.url {
+        Ok(url) => url,
+        Err(reason) => return permanent(DeliveryOutcome::Failed, reason.clone()),
+    };
+    if let Err(refusal) = ctx.deliverer.policy().check_url(url) {
+        return permanent(DeliveryOutcome::Refused, format!("refused: {refusal}"));
+    }
+    match &endpoint.secrets {
+        Ok(secrets) => Ok(Preflight::Send(Target { url: url.clone(), timeout: endpoint.timeout, secrets: secrets.clone() })),
+        Err(reason) => Err(Attempted::not_sent(Outcome::NotSent, DeliveryOutcome::Retried, format!("not sent: {reason}"))),
+    }
+}
+
+async fn send(ctx: &AttemptContext, delivery: &ClaimedDelivery, target: Target) -> Attempted {
+    let body = delivery.payload.clone().unwrap_or_default();
+    let timestamp = Utc::now().timestamp();
+    let signature = signing::signature_header(&target.secrets, &delivery.message_id, timestamp, body.as_bytes());
+    let request = OutboundRequest {
+        url: &target.url,
+        msg_id: &delivery.message_id,
+        timestamp,
+        signature: &signature,
+        body,
+        timeout: target.timeout,
+    };
+    let started = Instant::now();
+    let result = ctx.deliverer.send(request).await;
+    match result {
+        Ok(response) => {
+            metrics::attempt_duration(Some(response.status), started.elapsed());
+            let success = (200..300).contains(&response.status);
+            Attempted {
+                outcome: Outcome::Status { code: response.status, retry_after: response.retry_after },
+                label: None,
+                status: Some(response.status),
+                error: (!success).then(|| format!("receiver answered HTTP {}", response.status)),
+                excerpt: Some(response.excerpt).filter(|text| !text.is_empty()),
+            }
+        }
+        Err(deliver::Error::Refused(refusal)) => {
+            Attempted::not_sent(Outcome::Permanent, DeliveryOutcome::Refused, format!("refused: {refusal}"))
+        }
+        Err(err) => {
+            metrics::attempt_duration(None, started.elapsed());
+            Attempted { outcome: Outcome::Transport, label: None, status: None, error: Some(err.to_string()), excerpt: None }
+        }
+    }
+}
+
+fn finish(
+    ctx: &AttemptContext,
+    delivery: &ClaimedDelivery,
+    attempted: Attempted,
+    attempted_at: chrono::DateTime<Utc>,
+    elapsed: Duration,
+) -> Completion {
+    let attempt = u32::try_from(delivery.attempt).unwrap_or(1);
+    let disposition = ctx.retry.classify(&attempted.outcome, attempt, rand::random_range(-1.0..=1.0));
+    let now = Utc::now();
+    let (action, run_at, label, disable) = match disposition {
+        Disposition::Delivered => {
+            let latency = (now - delivery.created_at).to_std().unwrap_or_default();
+            metrics::delivery_latency(latency);
+            (Action::Delivered, now, DeliveryOutcome::Delivered, None)
+        }
+        Disposition::Retry { after } => {
+            let run_at = now + chrono::Duration::from_std(after).unwrap_or(chrono::Duration::MAX);
+            (Action::Retry, run_at, DeliveryOutcome::Retried, None)
+        }
+        Disposition::Dead { exhausted, disable_endpoint } => {
+            let label = match attempted.label {
+                Some(label @ (DeliveryOutcome::Refused | DeliveryOutcome::Failed)) => label,
+                _ if exhausted => DeliveryOutcome::Dead,
+                _ => DeliveryOutcome::Failed,
+            };
+            let disable = disable_endpoint.then(|| "the receiver answered 410 Gone".to_owned());
+            (Action::Dead, now, label, disable)
+        }
+    };
+    metrics::delivery_finished(label);
+    let error = match (&attempted.error, disposition) {
+        (Some(error), Disposition::Dead { exhausted: true, .. }) => {
+            Some(format!("{error} (attempt {attempt} of {}, no retries left)", ctx.retry.max_attempts()))
+        }
+        (error, _) => error.clone(),
+    };
+    log(delivery, label, error.as_deref());
+    Completion {
+        id: delivery.id,
+        lease_token: delivery.lease_token,
+        message_id: delivery.message_id.clone(),
+        endpoint_id: delivery.endpoint_id,
+        attempt: delivery.attempt,
+        action,
+        run_at,
+        attempted_at,
+        duration_ms: i32::try_from(elapsed.as_millis()).unwrap_or(i32::MAX),
+        outcome: label.as_str(),
+        status_code: attempted.status.map(i32::from),
+        error,
+        response_excerpt: attempted.excerpt,
+        disable_endpoint: disable,
+    }
+}
+
+fn log(delivery: &ClaimedDelivery, label: DeliveryOutcome, error: Option<&str>) {
+    let error = error.unwrap_or("");
+    let (id, endpoint, attempt) = (delivery.id, delivery.endpoint_id, delivery.attempt);
+    match label {
+        DeliveryOutcome::Delivered => {
+            tracing::debug!(delivery.id = id, endpoint.id = %endpoint, attempt, "Delivered {}", delivery.message_id);
+        }
+        DeliveryOutcome::Retried => {
+            tracing::info!(delivery.id = id, endpoint.id = %endpoint, attempt, "Delivery {id} to endpoint {endpoint} failed, will retry: {error}");
+        }
+        _ => {
+            tracing::warn!(delivery.id = id, endpoint.id = %endpoint, attempt, outcome = label.as_str(), "Delivery {id} to endpoint {endpoint} is now a dead letter: {error}");
+        }
+    }
+}
+
+/// Hands `delivery` back to the queue without spending its attempt, to run again after `after`.
+pub fn release(delivery: &ClaimedDelivery, after: Duration) -> Completion {
+    let now = Utc::now();
+    Completion {
+        id: delivery.id,
+        lease_token: delivery.lease_token,
+        message_id: delivery.message_id.clone(),
+        endpoint_id: delivery.endpoint_id,
+        attempt: delivery.attempt,
+        action: Action::Release,
+        run_at: now + chrono::Duration::from_std(after).unwrap_or_default(),
+        attempted_at: now,
+        duration_ms: 0,
+        outcome: DeliveryOutcome::Deferred.as_str(),
+        status_code: None,
+        error: None,
+        response_excerpt: None,
+        disable_endpoint: None,
+    }
+}
+
+/// The completion for an attempt that panicked: recorded as a failed attempt, retried per policy.
+pub fn panicked(ctx: &AttemptContext, delivery: &ClaimedDelivery, message: &str) -> Completion {
+    let attempted = Attempted::not_sent(Outcome::NotSent, DeliveryOutcome::Retried, format!("the attempt panicked: {message}"));
+    finish(ctx, delivery, attempted, Utc::now(), Duration::ZERO)
+}

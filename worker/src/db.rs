@@ -1,0 +1,79 @@
+//! Connection pool and migrations.
+
+use std::time::Duration;
+
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tokio_util::sync::CancellationToken;
+
+/// Why the database could not be reached or migrated.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("DATABASE_URL is not a valid PostgreSQL connection string")]
+    Url(#[source] sqlx::Error),
+    #[error("connecting to PostgreSQL failed")]
+    Connect(#[source] sqlx::Error),
+    #[error("migrating the database failed")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stopped while waiting for the database")]
+    Stopped,
+}
+
+/// Connection options from the URL (which may hold a password: it is never logged).
+///
+/// # Errors
+/// [`Error::Url`] for an unparseable URL.
+pub fn options(url: &SecretString) -> Result<PgConnectOptions, Error> {
+    let options: PgConnectOptions = url.expose_secret().parse().map_err(Error::Url)?;
+    Ok(options.application_name("webhook-worker"))
+}
+
+/// A pool of `size` connections. Does not connect yet.
+///
+/// # Errors
+/// [`Error::Url`] for an unparseable URL.
+pub fn pool(url: &SecretString, size: u32) -> Result<PgPool, Error> {
+    Ok(PgPoolOptions::new()
+        .max_connections(size)
+        .min_connections(0)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(options(url)?))
+}
+
+/// Waits until the database answers, retrying with backoff (up to 30 s between tries) and logging
+/// each failure, until `stop`.
+///
+/// # Errors
+/// [`Error::Stopped`] when `stop` fires first.
+pub async fn wait_until_reachable(pool: &PgPool, stop: &CancellationToken) -> Result<(), Error> {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match sqlx::query("SELECT 1").execute(pool).await {
+            Ok(_) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(error = %err, "PostgreSQL is not reachable yet; retrying in {backoff:?}");
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    () = stop.cancelled() => return Err(Error::Stopped),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    }
+}
+
+/// Applies the embedded migrations from `schema/migrations`. Safe to run twice and concurrently:
+/// the migrator holds a Postgres advisory lock and skips applied versions. Its bookkeeping table
+/// lives in the `webhook` schema, clear of an application's own `_sqlx_migrations`.
+///
+/// # Errors
+/// [`Error::Migrate`] naming the failing migration.
+pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
+    let mut migrator = sqlx::migrate!("../schema/migrations");
+    migrator.create_schema("webhook");
+    migrator.dangerous_set_table_name("webhook._sqlx_migrations");
+    migrator.run(pool).await?;
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! The main loop: wait for a free slot, claim up to the free slots, start one attempt per claimed
+//! delivery, idle on LISTEN/NOTIFY or a jittered poll when the queue is empty, drain on shutdown.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt as _;
+use sqlx::PgPool;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
+
+use crate::attempt::{self, AttemptContext};
+use crate::completer::Completer;
+use crate::endpoints::{Endpoint, EndpointCache};
+use crate::health::Health;
+use crate::queue::{self, ClaimedDelivery};
+use crate::shutdown::Shutdown;
+
+const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(10);
+
+/// The dispatcher's fixed settings.
+#[derive(Debug, Clone)]
+pub struct DispatchSettings {
+    pub worker_id: String,
+    pub concurrency: usize,
+    pub batch_size: usize,
+    pub poll_interval: Duration,
+    pub lease_duration: Duration,
+    pub max_payload_bytes: usize,
+}
+
+/// Shared parts the dispatcher hands to every attempt.
+#[derive(Debug, Clone)]
+pub struct Parts {
+    pub pool: PgPool,
+    pub endpoints: Arc<EndpointCache>,
+    pub attempt: Arc<AttemptContext>,
+    pub completer: Completer,
+    pub health: Arc<Health>,
+    /// Notified when producers insert deliveries.
+    pub wake: Arc<Notify>,
+}
+
+/// Runs until `shutdown.stop_claiming`, then waits for in-flight attempts (which hand their
+/// deliveries back if `shutdown.abort_in_flight` fires first) and returns.
+pub async fn run(settings: DispatchSettings, parts: Parts, shutdown: Shutdown) {
+    let slots = Arc::new(Semaphore::new(settings.concurrency));
+    let tracker = TaskTracker::new();
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        parts.health.progress();
+        let first = tokio::select! {
+            permit = Arc::clone(&slots).acquire_owned() => permit.expect("the semaphore is never closed"),
+            () = shutdown.stop_claiming.cancelled() => break,
+        };
+        let free = (1 + slots.available_permits()).min(settings.batch_size);
+        let notified = parts.wake.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let batch = match claim(&settings, &parts, free).await {
+            Ok(batch) => {
+                backoff = Duration::from_millis(100);
+                batch
+            }
+            Err(()) => {
+                drop(first);
+                idle(backoff, &shutdown, std::future::pending()).await;
+                backoff = (backoff * 2).min(ERROR_BACKOFF_MAX);
+                continue;
+            }
+        };
+        let claimed = batch.len();
+        if claimed == 0 {
+            drop(first);
+            idle(jittered(settings.poll_interval), &shutdown, notified).await;
+            continue;
+        }
+        start_attempts(&parts, &slots, &tracker, first, batch, &shutdown);
+        crate::metrics::in_flight(settings.concurrency - slots.available_permits());
+    }
+    tracker.close();
+    tracing::info!(in_flight = tracker.len(), "Stopped claiming; waiting for in-flight deliveries");
+    tracker.wait().await;
+}
+
+/// Claims up to `free` deliveries and loads their endpoints. On a database error the claimed rows
+/// are handed back (if any) and `Err` is returned after logging.
+async fn claim(settings: &DispatchSettings, parts: &Parts, free: usize) -> Result<Vec<(ClaimedDelivery, Option<Arc<Endpoint>>)>, ()> {
+    let batch = queue::claim_batch(
+        &parts.pool,
+        &settings.worker_id,
+        free,
+        settings.lease_duration,
+        settings.max_payload_bytes,
+    )
+    .await
+    .map_err(|err| {
+        crate::metrics::database_error("claim");
+        tracing::warn!(error = %err, "Claiming deliveries failed");
+    })?;
+    parts.health.database_ok();
+    crate::metrics::claim_batch(batch.len());
+    if batch.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut ids: Vec<_> = batch.iter().map(|d| d.endpoint_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    match parts.endpoints.get_many(&ids).await {
+        Ok(endpoints) => Ok(batch
+            .into_iter()
+            .map(|d| {
+                let endpoint = endpoints.get(&d.endpoint_id).cloned().flatten();
+                (d, endpoint)
+            })
+            .collect()),
+        Err(err) => {
+            crate::metrics::database_error("endpoints");
+            tracing::warn!(error = %err, "Loading endpoints failed; handing the claimed deliveries back");
+            for delivery in &batch {
+                parts.completer.send(attempt::release(delivery, Duration::ZERO)).await;
+            }
+            Err(())
+        }
+    }
+}
+
+fn start_attempts(
+    parts: &Parts,
+    slots: &Arc<Semaphore>,
+    tracker: &TaskTracker,
+    first: OwnedSemaphorePermit,
+    batch: Vec<(ClaimedDelivery, Option<Arc<Endpoint>>)>,
+    shutdown: &Shutdown,
+) {
+    let mut first = Some(first);
+    for (delivery, endpoint) in batch {
+        // We are the only acquirer and claimed no more rows than there were free permits.
+        let permit = first
+            .take()
+            .unwrap_or_else(|| Arc::clone(slots).try_acquire_owned().expect("claimed no more than the free slots"));
+        let ctx = Arc::clone(&parts.attempt);
+        let completer = parts.completer.clone();
+        let abort = shutdown.abort_in_flight.clone();
+        tracker.spawn(async move {
+            let result = std::panic::AssertUnwindSafe(attempt::run(&ctx, &delivery, endpoint, &abort))
+                .catch_unwind()
+                .await;
+            let completion = result.unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "unknown panic".to_owned());
+                tracing::error!(delivery.id = delivery.id, "Attempt panicked: {message}");
+                attempt::panicked(&ctx, &delivery, &message)
+            });
+            completer.send(completion).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn idle(wait: Duration, shutdown: &Shutdown, woken: impl std::future::Future<Output = ()>) {
+    tokio::select! {
+        () = tokio::time::sleep(wait) => {}
+        () = woken => {}
+        () = shutdown.stop_claiming.cancelled() => {}
+    }
+}
+
+/// `base` ± 20 %, so that idle workers do not poll in lockstep.
+fn jittered(base: Duration) -> Duration {
+    base.mul_f64(rand::random_range(0.8..=1.2))
+}

@@ -1,0 +1,48 @@
+//! The `webhook-worker` binary: parse, set up logging, dispatch to a command, map the result to
+//! an exit code (0 success, 1 failure, 2 usage — clap exits with 2 on usage errors itself).
+
+use std::process::ExitCode;
+
+use clap::Parser as _;
+use webhook_worker::config::{Cli, Command, EndpointCommand, KeysCommand, LogFormat};
+use webhook_worker::{cli, demo, shutdown, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(dispatch(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => {
+            telemetry::init(args.log_format);
+            let settings = args.settings()?;
+            webhook_worker::run(settings, shutdown::signal()).await
+        }
+        Command::Migrate(database) => cli::migrate(&database).await,
+        Command::Endpoint(EndpointCommand::Add(args)) => cli::endpoint_add(&args).await,
+        Command::Endpoint(EndpointCommand::List(args)) => cli::endpoint_list(&args).await,
+        Command::Enqueue(args) => cli::enqueue(&args).await,
+        Command::Keys(KeysCommand::Generate { id }) => {
+            cli::keys_generate(id.as_deref());
+            Ok(())
+        }
+        Command::Demo(args) => {
+            telemetry::init(LogFormat::Pretty);
+            demo::run(args).await
+        }
+    }
+}

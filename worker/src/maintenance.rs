@@ -1,0 +1,199 @@
+//! Heartbeats (every worker) and maintenance (one leader at a time).
+//!
+//! Every worker upserts its row in `webhook.workers` and publishes the leader's queue statistics
+//! as gauges. One worker, the holder of a session advisory lock on a dedicated connection, reaps
+//! expired leases, computes queue statistics, creates attempt-history partitions ahead of time
+//! and forgets dead workers. If the leader dies its connection closes, the lock is released and
+//! another worker takes over at its next tick.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::health::Health;
+use crate::queue;
+
+/// Advisory lock key of the maintenance leader ("webhook" in ASCII).
+const LEADER_LOCK_KEY: i64 = 0x7765_6268_6f6f_6b;
+/// Attempt-history partitions kept ahead of today.
+const PARTITIONS_AHEAD_DAYS: i64 = 7;
+/// A worker whose heartbeat is older than this is gone.
+const WORKER_EXPIRY_SECONDS: f64 = 60.0;
+
+/// Maintenance settings.
+#[derive(Debug, Clone)]
+pub struct MaintenanceSettings {
+    pub worker_id: String,
+    pub interval: Duration,
+    pub max_attempts: u32,
+    pub database_url: secrecy::SecretString,
+}
+
+/// Runs heartbeats and, when leading, maintenance, every `interval` until `stop`; then removes
+/// this worker's heartbeat row.
+pub async fn run(settings: MaintenanceSettings, pool: PgPool, health: Arc<Health>, stop: CancellationToken) {
+    let mut leader: Option<PgConnection> = None;
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => break,
+        }
+        if let Err(err) = heartbeat(&pool, &settings.worker_id).await {
+            crate::metrics::database_error("heartbeat");
+            tracing::warn!(error = %err, "Heartbeat failed");
+            continue;
+        }
+        health.database_ok();
+        leader = lead(leader, &settings).await;
+        if let Err(err) = publish_stats(&pool).await {
+            crate::metrics::database_error("stats");
+            tracing::warn!(error = %err, "Reading queue statistics failed");
+        }
+    }
+    if let Err(err) = sqlx::query("DELETE FROM webhook.workers WHERE id = $1").bind(&settings.worker_id).execute(&pool).await {
+        tracing::warn!(error = %err, "Removing this worker's heartbeat failed; it will expire");
+    }
+}
+
+async fn heartbeat(pool: &PgPool, worker_id: &str) -> Result<(), sqlx::Error> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    sqlx::query(
+        "INSERT INTO webhook.workers (id, hostname, version) VALUES ($1, $2, $3) \
+         ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()",
+    )
+    .bind(worker_id)
+    .bind(host.trim())
+    .bind(env!("CARGO_PKG_VERSION"))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Keeps or takes the leadership and, when held, runs one round of maintenance. Returns the
+/// leader connection to keep (dropping it releases the lock).
+async fn lead(connection: Option<PgConnection>, settings: &MaintenanceSettings) -> Option<PgConnection> {
+    let mut connection = match connection {
+        Some(connection) => connection,
+        None => {
+            let mut connection = PgConnection::connect(secrecy::ExposeSecret::expose_secret(&settings.database_url)).await.ok()?;
+            let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+                .bind(LEADER_LOCK_KEY)
+                .fetch_one(&mut connection)
+                .await
+                .ok()?;
+            if !acquired {
+                return None;
+            }
+            tracing::info!(worker.id = %settings.worker_id, "This worker now leads maintenance");
+            connection
+        }
+    };
+    match maintain(&mut connection, settings).await {
+        Ok(()) => Some(connection),
+        Err(err) => {
+            crate::metrics::database_error("maintenance");
+            tracing::warn!(error = %err, "Maintenance failed; giving up the leadership");
+            None
+        }
+    }
+}
+
+/// One round of leader maintenance.
+///
+/// # Errors
+/// The first database error.
+pub async fn maintain(connection: &mut PgConnection, settings: &MaintenanceSettings) -> Result<(), sqlx::Error> {
+    loop {
+        let reaped = queue::reap_expired_leases(&mut *connection, 1000, settings.max_attempts).await?;
+        if reaped > 0 {
+            tracing::warn!(reaped, "Returned {reaped} deliveries with expired leases to the queue");
+        }
+        if reaped < 1000 {
+            break;
+        }
+    }
+    sqlx::query(COMPUTE_STATS).execute(&mut *connection).await?;
+    sqlx::query("DELETE FROM webhook.workers WHERE heartbeat_at < now() - make_interval(secs => $1)")
+        .bind(WORKER_EXPIRY_SECONDS)
+        .execute(&mut *connection)
+        .await?;
+    ensure_partitions(connection, Utc::now().date_naive()).await
+}
+
+/// Creates the attempt-history partitions from yesterday to [`PARTITIONS_AHEAD_DAYS`] ahead.
+///
+/// # Errors
+/// The database error.
+pub async fn ensure_partitions(connection: &mut PgConnection, today: NaiveDate) -> Result<(), sqlx::Error> {
+    for offset in -1..=PARTITIONS_AHEAD_DAYS {
+        let day = today + chrono::Duration::days(offset);
+        let next = day + chrono::Duration::days(1);
+        // Built from dates only, so there is nothing to inject.
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS webhook.delivery_attempts_{} PARTITION OF webhook.delivery_attempts \
+             FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')",
+            day.format("%Y%m%d")
+        );
+        sqlx::query(sqlx::AssertSqlSafe(ddl)).execute(&mut *connection).await?;
+    }
+    Ok(())
+}
+
+const COMPUTE_STATS: &str = r#"
+INSERT INTO webhook.queue_stats (state, count, oldest_at, computed_at)
+SELECT s.state, coalesce(c.count, 0), c.oldest_at, now()
+FROM (VALUES ('ready'), ('scheduled'), ('running'), ('dead')) AS s(state)
+LEFT JOIN (
+    SELECT CASE WHEN state = 'running' THEN 'running'
+                WHEN run_at <= now() THEN 'ready'
+                ELSE 'scheduled' END AS state,
+           count(*) AS count,
+           min(run_at) AS oldest_at
+    FROM webhook.deliveries
+    GROUP BY 1
+    UNION ALL
+    SELECT 'dead', count(*), min(failed_at) FROM webhook.dead_letters WHERE replayed_at IS NULL
+) c USING (state)
+ON CONFLICT (state) DO UPDATE
+SET count = excluded.count, oldest_at = excluded.oldest_at, computed_at = excluded.computed_at
+"#;
+
+#[derive(sqlx::FromRow)]
+struct StatRow {
+    state: String,
+    count: i64,
+    age_seconds: Option<f64>,
+}
+
+const READ_STATS: &str = r#"
+SELECT state, count, extract(epoch FROM now() - oldest_at)::float8 AS age_seconds FROM webhook.queue_stats
+UNION ALL
+SELECT 'workers', count(*), NULL FROM webhook.workers WHERE heartbeat_at > now() - interval '30 seconds'
+"#;
+
+async fn publish_stats(pool: &PgPool) -> Result<(), sqlx::Error> {
+    let rows: Vec<StatRow> = sqlx::query_as(READ_STATS).fetch_all(pool).await?;
+    for row in rows {
+        match row.state.as_str() {
+            "ready" => {
+                crate::metrics::queue_stats("ready", row.count);
+                let age = row.age_seconds.filter(|_| row.count > 0).unwrap_or(0.0).max(0.0);
+                crate::metrics::oldest_ready_age(Duration::from_secs_f64(age));
+            }
+            "scheduled" => crate::metrics::queue_stats("scheduled", row.count),
+            "running" => crate::metrics::queue_stats("running", row.count),
+            "dead" => crate::metrics::dead_letters(row.count),
+            "workers" => crate::metrics::workers_live(row.count),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Every fixed statement of this module, for the test that prepares them against the real schema.
+pub const STATEMENTS: &[(&str, &str)] = &[("compute_stats", COMPUTE_STATS), ("read_stats", READ_STATS)];
