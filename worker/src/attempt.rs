@@ -81,7 +81,11 @@ struct Target {
     secrets: Vec<signing::SigningSecret>,
 }
 
-fn preflight(ctx: &AttemptContext, delivery: &ClaimedDelivery, endpoint: Option<&Endpoint>) -> Result<Preflight, Attempted> {
+fn preflight(
+    ctx: &AttemptContext,
+    delivery: &ClaimedDelivery,
+    endpoint: Option<&Endpoint>,
+) -> Result<Preflight, Attempted> {
     let permanent = |label, error| Err(Attempted::not_sent(Outcome::Permanent, label, error));
     let Some(endpoint) = endpoint else {
         return permanent(DeliveryOutcome::Failed, format!("endpoint {} does not exist", delivery.endpoint_id));
@@ -111,8 +115,12 @@ fn preflight(ctx: &AttemptContext, delivery: &ClaimedDelivery, endpoint: Option<
         return permanent(DeliveryOutcome::Refused, format!("refused: {refusal}"));
     }
     match &endpoint.secrets {
-        Ok(secrets) => Ok(Preflight::Send(Target { url: url.clone(), timeout: endpoint.timeout, secrets: secrets.clone() })),
-        Err(reason) => Err(Attempted::not_sent(Outcome::NotSent, DeliveryOutcome::Retried, format!("not sent: {reason}"))),
+        Ok(secrets) => {
+            Ok(Preflight::Send(Target { url: url.clone(), timeout: endpoint.timeout, secrets: secrets.clone() }))
+        }
+        Err(reason) => {
+            Err(Attempted::not_sent(Outcome::NotSent, DeliveryOutcome::Retried, format!("not sent: {reason}")))
+        }
     }
 }
 
@@ -147,7 +155,13 @@ async fn send(ctx: &AttemptContext, delivery: &ClaimedDelivery, target: Target) 
         }
         Err(err) => {
             metrics::attempt_duration(None, started.elapsed());
-            Attempted { outcome: Outcome::Transport, label: None, status: None, error: Some(err.to_string()), excerpt: None }
+            Attempted {
+                outcome: Outcome::Transport,
+                label: None,
+                status: None,
+                error: Some(err.to_string()),
+                excerpt: None,
+            }
         }
     }
 }
@@ -247,6 +261,7 @@ pub fn release(delivery: &ClaimedDelivery, after: Duration) -> Completion {
 
 /// The completion for an attempt that panicked: recorded as a failed attempt, retried per policy.
 pub fn panicked(ctx: &AttemptContext, delivery: &ClaimedDelivery, message: &str) -> Completion {
-    let attempted = Attempted::not_sent(Outcome::NotSent, DeliveryOutcome::Retried, format!("the attempt panicked: {message}"));
+    let attempted =
+        Attempted::not_sent(Outcome::NotSent, DeliveryOutcome::Retried, format!("the attempt panicked: {message}"));
     finish(ctx, delivery, attempted, Utc::now(), Duration::ZERO)
 }

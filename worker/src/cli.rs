@@ -24,9 +24,8 @@ async fn connect(database: &DatabaseArgs) -> anyhow::Result<PgPool> {
 pub async fn migrate(database: &DatabaseArgs) -> anyhow::Result<()> {
     let pool = connect(database).await?;
     db::migrate(&pool).await?;
-    let version: Option<i64> = sqlx::query_scalar("SELECT max(version) FROM webhook._sqlx_migrations WHERE success")
-        .fetch_one(&pool)
-        .await?;
+    let version: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM webhook._sqlx_migrations WHERE success").fetch_one(&pool).await?;
     println!("schema is at version {}", version.unwrap_or(0));
     Ok(())
 }
@@ -45,7 +44,8 @@ pub async fn endpoint_add(args: &EndpointAddArgs) -> anyhow::Result<()> {
     // The SSRF guard applies to deliveries; at registration we check the form only, so that an
     // operator can register an internal receiver that an allow-listed fleet may reach.
     let policy = NetPolicy::new(vec!["0.0.0.0/0".parse()?, "::/0".parse()?], false);
-    let new = NewEndpoint { url: &args.url, event_types: &args.event_types, description: &args.description, secret: &secret };
+    let new =
+        NewEndpoint { url: &args.url, event_types: &args.event_types, description: &args.description, secret: &secret };
     let id = endpoints::add(&pool, &key_ring, &policy, &new).await?;
     let shown = generated.then(|| secret.expose_whsec());
     if args.json {
@@ -98,7 +98,10 @@ pub async fn enqueue(args: &EnqueueArgs) -> anyhow::Result<()> {
             .fetch_one(&pool)
             .await?;
     if args.json {
-        println!("{}", serde_json::json!({ "message_id": message_id, "deliveries": deliveries, "duplicate": duplicate }));
+        println!(
+            "{}",
+            serde_json::json!({ "message_id": message_id, "deliveries": deliveries, "duplicate": duplicate })
+        );
     } else if duplicate {
         println!("idempotency key seen before: nothing enqueued (message {message_id})");
     } else {

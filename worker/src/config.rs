@@ -361,9 +361,7 @@ impl WorkerArgs {
             return Err(Error::LeaseTooShort { lease: self.lease_duration, timeout: self.http_timeout });
         }
         let extra_ca_pem = match &self.ca_bundle {
-            Some(path) => {
-                Some(std::fs::read(path).map_err(|source| Error::CaBundle { path: path.clone(), source })?)
-            }
+            Some(path) => Some(std::fs::read(path).map_err(|source| Error::CaBundle { path: path.clone(), source })?),
             None => None,
         };
         Ok(Settings {
@@ -420,9 +418,7 @@ pub fn default_worker_args() -> WorkerArgs {
     let mut command = <Defaults as clap::CommandFactory>::command();
     command = command.mut_args(|arg| arg.env(None::<&str>));
     let matches = command.get_matches_from(["defaults"]);
-    <Defaults as clap::FromArgMatches>::from_arg_matches(&matches)
-        .expect("the defaults parse")
-        .worker
+    <Defaults as clap::FromArgMatches>::from_arg_matches(&matches).expect("the defaults parse").worker
 }
 
 #[cfg(test)]

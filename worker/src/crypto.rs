@@ -74,25 +74,19 @@ impl KeyRing {
     /// repeated key id.
     pub fn parse(text: &str) -> Result<Self, Error> {
         let mut keys: Vec<RingKey> = Vec::new();
-        let entries = text
-            .split([',', '\n'])
-            .map(str::trim)
-            .filter(|entry| !entry.is_empty() && !entry.starts_with('#'));
+        let entries =
+            text.split([',', '\n']).map(str::trim).filter(|entry| !entry.is_empty() && !entry.starts_with('#'));
         for (index, entry) in entries.enumerate() {
             let (id, encoded) = entry.split_once(':').ok_or(Error::MalformedEntry(index + 1))?;
             let id = id.trim();
             if id.is_empty() {
                 return Err(Error::MalformedEntry(index + 1));
             }
-            let bytes = Zeroizing::new(
-                BASE64
-                    .decode(encoded.trim())
-                    .map_err(|_| Error::KeyNotBase64(id.to_owned()))?,
-            );
-            let mut bytes: [u8; KEY_BYTES] = bytes.as_slice().try_into().map_err(|_| Error::KeyLength {
-                key_id: id.to_owned(),
-                len: bytes.len(),
-            })?;
+            let bytes = Zeroizing::new(BASE64.decode(encoded.trim()).map_err(|_| Error::KeyNotBase64(id.to_owned()))?);
+            let mut bytes: [u8; KEY_BYTES] = bytes
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::KeyLength { key_id: id.to_owned(), len: bytes.len() })?;
             if keys.iter().any(|key| key.id == id) {
                 return Err(Error::DuplicateKeyId(id.to_owned()));
             }
@@ -252,10 +246,7 @@ mod tests {
         assert_eq!(KeyRing::parse(" \n# only a comment\n").unwrap_err(), Error::EmptyKeyRing);
         assert_eq!(KeyRing::parse("no-colon").unwrap_err(), Error::MalformedEntry(1));
         assert_eq!(KeyRing::parse("k1:***").unwrap_err(), Error::KeyNotBase64("k1".into()));
-        assert_eq!(
-            KeyRing::parse("k1:c2hvcnQ=").unwrap_err(),
-            Error::KeyLength { key_id: "k1".into(), len: 5 }
-        );
+        assert_eq!(KeyRing::parse("k1:c2hvcnQ=").unwrap_err(), Error::KeyLength { key_id: "k1".into(), len: 5 });
         let one = KeyRing::generate("k1").1;
         assert_eq!(
             KeyRing::parse(&format!("{},{}", one.as_str(), one.as_str())).unwrap_err(),

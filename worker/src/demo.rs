@@ -79,7 +79,12 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn register_endpoints(pool: &PgPool, key_ring: &KeyRing, receiver: &Receiver, count: u32) -> anyhow::Result<Vec<Uuid>> {
+async fn register_endpoints(
+    pool: &PgPool,
+    key_ring: &KeyRing,
+    receiver: &Receiver,
+    count: u32,
+) -> anyhow::Result<Vec<Uuid>> {
     let policy = NetPolicy::new(vec!["127.0.0.0/8".parse()?], false);
     let mut ids = Vec::new();
     for n in 0..count.max(1) {
@@ -87,7 +92,8 @@ async fn register_endpoints(pool: &PgPool, key_ring: &KeyRing, receiver: &Receiv
         let path = format!("/demo/{n}");
         let url = receiver.url(&path);
         // Endpoint n subscribes to one event type, every third endpoint to all of them.
-        let types: Vec<String> = if n % 3 == 2 { Vec::new() } else { vec![EVENT_TYPES[n as usize % EVENT_TYPES.len()].to_owned()] };
+        let types: Vec<String> =
+            if n % 3 == 2 { Vec::new() } else { vec![EVENT_TYPES[n as usize % EVENT_TYPES.len()].to_owned()] };
         let new = NewEndpoint { url: &url, event_types: &types, description: "demo", secret: &secret };
         ids.push(endpoints::add(pool, key_ring, &policy, &new).await?);
         receiver.expect_secrets(&path, vec![secret]);
@@ -159,7 +165,8 @@ fn summarize(receiver: &Receiver, expected: usize, elapsed: Duration) -> Summary
         })
         .collect();
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
+    let pct =
+        |p: f64| latencies.get(((latencies.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(f64::NAN);
     let text = format!(
         "\nSummary\n  expected:           {expected}\n  delivered:          {} ({} requests)\n  \
          invalid signatures: {invalid}\n  failed:             {}\n  throughput:         {:.0} deliveries/s over {:.2} s\n  \
@@ -183,4 +190,3 @@ async fn cleanup(pool: &PgPool, endpoints: &[Uuid]) -> anyhow::Result<()> {
     sqlx::query("DELETE FROM webhook.endpoints WHERE id = ANY($1)").bind(endpoints).execute(pool).await?;
     Ok(())
 }
-

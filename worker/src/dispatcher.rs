@@ -85,19 +85,18 @@ pub async fn run(settings: DispatchSettings, parts: Parts, shutdown: Shutdown) {
 
 /// Claims up to `free` deliveries and loads their endpoints. On a database error the claimed rows
 /// are handed back (if any) and `Err` is returned after logging.
-async fn claim(settings: &DispatchSettings, parts: &Parts, free: usize) -> Result<Vec<(ClaimedDelivery, Option<Arc<Endpoint>>)>, ()> {
-    let batch = queue::claim_batch(
-        &parts.pool,
-        &settings.worker_id,
-        free,
-        settings.lease_duration,
-        settings.max_payload_bytes,
-    )
-    .await
-    .map_err(|err| {
-        crate::metrics::database_error("claim");
-        tracing::warn!(error = %err, "Claiming deliveries failed");
-    })?;
+async fn claim(
+    settings: &DispatchSettings,
+    parts: &Parts,
+    free: usize,
+) -> Result<Vec<(ClaimedDelivery, Option<Arc<Endpoint>>)>, ()> {
+    let batch =
+        queue::claim_batch(&parts.pool, &settings.worker_id, free, settings.lease_duration, settings.max_payload_bytes)
+            .await
+            .map_err(|err| {
+                crate::metrics::database_error("claim");
+                tracing::warn!(error = %err, "Claiming deliveries failed");
+            })?;
     parts.health.database_ok();
     crate::metrics::claim_batch(batch.len());
     if batch.is_empty() {
@@ -141,11 +140,11 @@ fn start_attempts(
             .unwrap_or_else(|| Arc::clone(slots).try_acquire_owned().expect("claimed no more than the free slots"));
         let ctx = Arc::clone(&parts.attempt);
         let completer = parts.completer.clone();
+        let cache = Arc::clone(&parts.endpoints);
         let abort = shutdown.abort_in_flight.clone();
         tracker.spawn(async move {
-            let result = std::panic::AssertUnwindSafe(attempt::run(&ctx, &delivery, endpoint, &abort))
-                .catch_unwind()
-                .await;
+            let result =
+                std::panic::AssertUnwindSafe(attempt::run(&ctx, &delivery, endpoint, &abort)).catch_unwind().await;
             let completion = result.unwrap_or_else(|panic| {
                 let message = panic
                     .downcast_ref::<&str>()
@@ -155,6 +154,9 @@ fn start_attempts(
                 tracing::error!(delivery.id = delivery.id, "Attempt panicked: {message}");
                 attempt::panicked(&ctx, &delivery, &message)
             });
+            if let Some(reason) = &completion.disable_endpoint {
+                cache.mark_disabled(completion.endpoint_id, reason);
+            }
             completer.send(completion).await;
             drop(permit);
         });

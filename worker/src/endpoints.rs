@@ -104,13 +104,16 @@ pub async fn load(pool: &PgPool, key_ring: &KeyRing, ids: &[Uuid]) -> Result<Has
         .collect())
 }
 
+/// When an endpoint was loaded, and what was found (`None`: no such endpoint).
+type CacheEntry = (Instant, Option<Arc<Endpoint>>);
+
 /// A few seconds' memory of endpoints, including the ones that do not exist.
 #[derive(Debug)]
 pub struct EndpointCache {
     pool: PgPool,
     key_ring: Arc<KeyRing>,
     ttl: Duration,
-    entries: Mutex<HashMap<Uuid, (Instant, Option<Arc<Endpoint>>)>>,
+    entries: Mutex<HashMap<Uuid, CacheEntry>>,
 }
 
 impl EndpointCache {
@@ -150,6 +153,25 @@ impl EndpointCache {
             found.insert(id, endpoint);
         }
         Ok(found)
+    }
+}
+
+impl EndpointCache {
+    /// Records locally that `id` was just disabled (its receiver answered 410), so this worker
+    /// stops sending to it at once instead of after the cache entry expires.
+    pub fn mark_disabled(&self, id: Uuid, reason: &str) {
+        let mut entries = self.entries.lock().expect("endpoint cache lock poisoned");
+        if let Some((_, Some(endpoint))) = entries.get_mut(&id) {
+            let disabled = Endpoint {
+                id,
+                url: endpoint.url.clone(),
+                state: "disabled".to_owned(),
+                state_reason: Some(reason.to_owned()),
+                timeout: endpoint.timeout,
+                secrets: Ok(Vec::new()),
+            };
+            *endpoint = Arc::new(disabled);
+        }
     }
 }
 
@@ -242,4 +264,5 @@ pub async fn list(pool: &PgPool) -> Result<Vec<EndpointSummary>, sqlx::Error> {
 }
 
 /// Every statement of this module, for the test that prepares them against the real schema.
-pub const STATEMENTS: &[(&str, &str)] = &[("load_endpoints", LOAD_ENDPOINTS), ("load_secrets", LOAD_SECRETS), ("list", LIST)];
+pub const STATEMENTS: &[(&str, &str)] =
+    &[("load_endpoints", LOAD_ENDPOINTS), ("load_secrets", LOAD_SECRETS), ("list", LIST)];

@@ -65,7 +65,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let health = Arc::new(health::Health::default());
     let pool = db::pool(&settings.database_url, settings.db_pool_size)?;
     if let Some(addr) = settings.metrics_addr {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the metrics listener on {addr}"))?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding the metrics listener on {addr}"))?;
         let window = (settings.poll_interval * 3).max(Duration::from_secs(10));
         let app = server::router(metrics::install(), Arc::clone(&health), window);
         let stopped = stop.abort_in_flight.clone();
@@ -85,7 +87,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     }
     tracing::info!(worker.id = %settings.worker_id, concurrency = settings.concurrency, "Worker started");
 
-    let (completer, writer) = completer::spawn(pool.clone(), settings.worker_id.clone(), Arc::clone(&health), settings.concurrency * 2);
+    let (completer, writer) =
+        completer::spawn(pool.clone(), settings.worker_id.clone(), Arc::clone(&health), settings.concurrency * 2);
     let wake = Arc::new(Notify::new());
     let listen_stop = CancellationToken::new();
     let listener = tokio::spawn(listen(pool.clone(), Arc::clone(&wake), listen_stop.clone()));
@@ -103,7 +106,11 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     ));
     let parts = dispatcher::Parts {
         pool: pool.clone(),
-        endpoints: Arc::new(endpoints::EndpointCache::new(pool.clone(), Arc::clone(&settings.key_ring), ENDPOINT_CACHE_TTL)),
+        endpoints: Arc::new(endpoints::EndpointCache::new(
+            pool.clone(),
+            Arc::clone(&settings.key_ring),
+            ENDPOINT_CACHE_TTL,
+        )),
         attempt: Arc::new(attempt::AttemptContext {
             deliverer,
             retry: settings.retry.clone(),

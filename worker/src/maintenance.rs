@@ -17,7 +17,7 @@ use crate::health::Health;
 use crate::queue;
 
 /// Advisory lock key of the maintenance leader ("webhook" in ASCII).
-const LEADER_LOCK_KEY: i64 = 0x7765_6268_6f6f_6b;
+const LEADER_LOCK_KEY: i64 = 0x0077_6562_686f_6f6b;
 /// Attempt-history partitions kept ahead of today.
 const PARTITIONS_AHEAD_DAYS: i64 = 7;
 /// A worker whose heartbeat is older than this is gone.
@@ -55,7 +55,9 @@ pub async fn run(settings: MaintenanceSettings, pool: PgPool, health: Arc<Health
             tracing::warn!(error = %err, "Reading queue statistics failed");
         }
     }
-    if let Err(err) = sqlx::query("DELETE FROM webhook.workers WHERE id = $1").bind(&settings.worker_id).execute(&pool).await {
+    if let Err(err) =
+        sqlx::query("DELETE FROM webhook.workers WHERE id = $1").bind(&settings.worker_id).execute(&pool).await
+    {
         tracing::warn!(error = %err, "Removing this worker's heartbeat failed; it will expire");
     }
 }
@@ -80,7 +82,8 @@ async fn lead(connection: Option<PgConnection>, settings: &MaintenanceSettings) 
     let mut connection = match connection {
         Some(connection) => connection,
         None => {
-            let mut connection = PgConnection::connect(secrecy::ExposeSecret::expose_secret(&settings.database_url)).await.ok()?;
+            let mut connection =
+                PgConnection::connect(secrecy::ExposeSecret::expose_secret(&settings.database_url)).await.ok()?;
             let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
                 .bind(LEADER_LOCK_KEY)
                 .fetch_one(&mut connection)

@@ -54,11 +54,13 @@ impl Cluster {
         } else {
             None
         };
-        let dir = std::env::temp_dir().join(format!("webhook-pg-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
+        let dir =
+            std::env::temp_dir().join(format!("webhook-pg-{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()));
         fs::create_dir_all(dir.join("data")).map_err(|e| Error::Io("creating the cluster directory", e))?;
         if let Some((uid, gid)) = run_as {
             for path in [dir.as_path(), &dir.join("data")] {
-                std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| Error::Io("handing the directory to postgres", e))?;
+                std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                    .map_err(|e| Error::Io("handing the directory to postgres", e))?;
             }
         }
         let mut cluster = Self { dir, bin, port: free_port()?, run_as, server: None };
@@ -66,11 +68,14 @@ impl Cluster {
         let data = cluster.data_dir();
         cluster.run(
             "initdb",
-            cluster
-                .command("initdb")
-                .args(["-D"])
-                .arg(&data)
-                .args(["-U", "postgres", "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync"]),
+            cluster.command("initdb").args(["-D"]).arg(&data).args([
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--locale=C",
+                "--no-sync",
+            ]),
         )?;
         cluster.start_server()?;
         Ok(cluster)
@@ -200,12 +205,20 @@ fn find_binaries() -> Result<PathBuf, Error> {
         .map(|entry| entry.path().join("bin"))
         .collect();
     candidates.sort_by_key(|path| {
-        path.parent().and_then(Path::file_name).and_then(|v| v.to_str()).and_then(|v| v.parse::<u32>().ok()).unwrap_or(0)
+        path.parent()
+            .and_then(Path::file_name)
+            .and_then(|v| v.to_str())
+            .and_then(|v| v.parse::<u32>().ok())
+            .unwrap_or(0)
     });
     if let Ok(output) = Command::new("pg_config").arg("--bindir").output() {
         candidates.insert(0, PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()));
     }
-    candidates.into_iter().rev().find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file()).ok_or(Error::NoBinaries)
+    candidates
+        .into_iter()
+        .rev()
+        .find(|dir| dir.join("initdb").is_file() && dir.join("postgres").is_file())
+        .ok_or(Error::NoBinaries)
 }
 
 fn postgres_user() -> Result<(u32, u32), Error> {

@@ -269,8 +269,5 @@ pub async fn reap_expired_leases<'e>(
 }
 
 /// Every statement of this module, for the test that prepares them against the real schema.
-pub const STATEMENTS: &[(&str, &str)] = &[
-    ("claim_batch", CLAIM_BATCH),
-    ("complete_batch", COMPLETE_BATCH),
-    ("reap_expired_leases", REAP_EXPIRED_LEASES),
-];
+pub const STATEMENTS: &[(&str, &str)] =
+    &[("claim_batch", CLAIM_BATCH), ("complete_batch", COMPLETE_BATCH), ("reap_expired_leases", REAP_EXPIRED_LEASES)];

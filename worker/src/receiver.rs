@@ -83,7 +83,13 @@ impl Receiver {
         let shared = Arc::new(Shared { count: Some(count_tx), ..Shared::default() });
         let stop = CancellationToken::new();
         let app = Router::new().fallback(handle).with_state(Arc::clone(&shared));
-        tokio::spawn(accept_loop(listener, app, tls.clone().map(tokio_rustls::TlsAcceptor::from), Arc::clone(&shared), stop.clone()));
+        tokio::spawn(accept_loop(
+            listener,
+            app,
+            tls.clone().map(tokio_rustls::TlsAcceptor::from),
+            Arc::clone(&shared),
+            stop.clone(),
+        ));
         Ok(Self { addr, https: tls.is_some(), shared, count, stop })
     }
 
@@ -187,7 +193,12 @@ async fn accept_loop(
     }
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, uri: Uri, headers: HeaderMap, body: Bytes) -> (StatusCode, HeaderMap, String) {
+async fn handle(
+    State(shared): State<Arc<Shared>>,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (StatusCode, HeaderMap, String) {
     let path = uri.path().to_owned();
     let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
     let msg_id = header("webhook-id");
@@ -268,7 +279,12 @@ impl TestCa {
     ///
     /// # Errors
     /// If signing fails.
-    pub fn issue(&self, names: &[&str], not_before: OffsetDateTime, not_after: OffsetDateTime) -> Result<Issued, rcgen::Error> {
+    pub fn issue(
+        &self,
+        names: &[&str],
+        not_before: OffsetDateTime,
+        not_after: OffsetDateTime,
+    ) -> Result<Issued, rcgen::Error> {
         let mut params = rcgen::CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())?;
         params.not_before = not_before;
         params.not_after = not_after;
@@ -294,7 +310,10 @@ impl TestCa {
 ///
 /// # Errors
 /// If the key does not match or the versions are unsupported.
-pub fn server_config(issued: Issued, versions: &[&'static rustls::SupportedProtocolVersion]) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+pub fn server_config(
+    issued: Issued,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let versions = if versions.is_empty() { rustls::ALL_VERSIONS } else { versions };
     let mut config = rustls::ServerConfig::builder_with_provider(provider)

@@ -27,9 +27,14 @@ pub enum Outcome {
 pub enum Disposition {
     Delivered,
     /// Try again after this long.
-    Retry { after: Duration },
+    Retry {
+        after: Duration,
+    },
     /// Give up: move to the dead letters. `disable_endpoint` when the receiver asked for it (410).
-    Dead { exhausted: bool, disable_endpoint: bool },
+    Dead {
+        exhausted: bool,
+        disable_endpoint: bool,
+    },
 }
 
 /// When to retry. `schedule[n]` is the wait after attempt `n + 1`, so a delivery gets

@@ -79,8 +79,7 @@ impl SigningSecret {
     }
 
     fn mac(&self, msg_id: &str, timestamp: i64, body: &[u8]) -> Hmac<Sha256> {
-        let mut mac =
-            Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC-SHA256 accepts keys of any length");
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC-SHA256 accepts keys of any length");
         mac.update(msg_id.as_bytes());
         mac.update(b".");
         mac.update(timestamp.to_string().as_bytes());
@@ -104,11 +103,7 @@ pub fn signature(secret: &SigningSecret, msg_id: &str, timestamp: i64, body: &[u
 
 /// The `webhook-signature` header value: one signature per secret, space-separated.
 pub fn signature_header(secrets: &[SigningSecret], msg_id: &str, timestamp: i64, body: &[u8]) -> String {
-    secrets
-        .iter()
-        .map(|secret| signature(secret, msg_id, timestamp, body))
-        .collect::<Vec<_>>()
-        .join(" ")
+    secrets.iter().map(|secret| signature(secret, msg_id, timestamp, body)).collect::<Vec<_>>().join(" ")
 }
 
 /// Whether any `v1` signature in `header` was made with `secret` (constant-time comparison).
@@ -145,7 +140,7 @@ mod tests {
     #[test]
     fn signatures_are_accepted_by_the_standardwebhooks_reference_library() {
         let secret = SigningSecret::generate();
-        let header = signature_header(&[secret.clone()], MSG_ID, TIMESTAMP, BODY);
+        let header = signature_header(std::slice::from_ref(&secret), MSG_ID, TIMESTAMP, BODY);
         let reference = standardwebhooks::Webhook::new(&secret.expose_whsec()).unwrap();
         assert_eq!(reference.sign(MSG_ID, TIMESTAMP, BODY).unwrap(), header);
     }

@@ -1,0 +1,10 @@
+//! Integration tests: real PostgreSQL (`DATABASE_URL`, or a throwaway cluster started by the
+//! harness), real HTTP/HTTPS receivers on loopback. One binary, so one cluster serves them all.
+
+#![expect(clippy::unwrap_used, reason = "a test fails loudly at the first unexpected error")]
+
+mod delivery;
+mod process;
+mod producer;
+mod queue;
+mod support;

@@ -1,0 +1,219 @@
+//! The queue protocol: claims lock, completions are fenced, leases expire, migrations are safe.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use sqlx::Executor as _;
+use tokio::sync::Barrier;
+use webhook_worker::queue::{self, Action, Completion};
+use webhook_worker::receiver::Receiver;
+
+use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until};
+
+const LEASE: Duration = Duration::from_secs(30);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deliveries_are_locked_when_claimed() {
+    let db = TestDb::new().await;
+    let (id, _) = endpoint(&db.pool, "http://127.0.0.1:9/").await;
+    insert_deliveries(&db.pool, id, 2000).await;
+    let claimers = 8;
+    let barrier = Arc::new(Barrier::new(claimers));
+    let mut tasks = Vec::new();
+    for n in 0..claimers {
+        let pool = db.pool.clone();
+        let barrier = Arc::clone(&barrier);
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let mut mine = Vec::new();
+            loop {
+                let batch = queue::claim_batch(&pool, &format!("w{n}"), 50, LEASE, 1 << 20).await.unwrap();
+                if batch.is_empty() {
+                    return mine;
+                }
+                mine.extend(batch.into_iter().map(|d| d.id));
+            }
+        }));
+    }
+    let mut seen = HashSet::new();
+    for task in tasks {
+        for id in task.await.unwrap() {
+            assert!(seen.insert(id), "delivery {id} was claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), 2000);
+    assert_eq!(db.count("SELECT count(*) FROM webhook.deliveries WHERE state = 'running' AND attempt = 1").await, 2000);
+}
+
+#[tokio::test]
+async fn a_claim_takes_no_more_than_asked_and_oldest_first() {
+    let db = TestDb::new().await;
+    let (id, _) = endpoint(&db.pool, "http://127.0.0.1:9/").await;
+    insert_deliveries(&db.pool, id, 10).await;
+    sqlx::query("UPDATE webhook.deliveries SET run_at = now() + interval '1 hour' WHERE id % 2 = 0")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let batch = queue::claim_batch(&db.pool, "w", 3, LEASE, 1 << 20).await.unwrap();
+    assert_eq!(batch.len(), 3);
+    let ids: Vec<i64> = batch.iter().map(|d| d.id).collect();
+    assert!(ids.iter().all(|id| id % 2 == 1), "claimed a delivery scheduled for later: {ids:?}");
+    let rest = queue::claim_batch(&db.pool, "w", 100, LEASE, 1 << 20).await.unwrap();
+    assert_eq!(rest.len(), 2, "only the 5 ready deliveries are claimable");
+}
+
+fn completion(d: &queue::ClaimedDelivery, action: Action) -> Completion {
+    Completion {
+        id: d.id,
+        lease_token: d.lease_token,
+        message_id: d.message_id.clone(),
+        endpoint_id: d.endpoint_id,
+        attempt: d.attempt,
+        action,
+        run_at: Utc::now(),
+        attempted_at: Utc::now(),
+        duration_ms: 1,
+        outcome: "delivered",
+        status_code: Some(200),
+        error: None,
+        response_excerpt: None,
+        disable_endpoint: None,
+    }
+}
+
+#[tokio::test]
+async fn stale_lease_cannot_complete_delivery() {
+    let db = TestDb::new().await;
+    let (id, _) = endpoint(&db.pool, "http://127.0.0.1:9/").await;
+    insert_deliveries(&db.pool, id, 1).await;
+    let first = queue::claim_batch(&db.pool, "old", 10, LEASE, 1 << 20).await.unwrap().remove(0);
+    // The old worker stalls past its lease; the leader reaps, and another worker claims.
+    sqlx::query("UPDATE webhook.deliveries SET lease_expires_at = now() - interval '1 second'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(queue::reap_expired_leases(&db.pool, 100, 8).await.unwrap(), 1);
+    // A completion from the stale worker right after the reap changes nothing…
+    assert_eq!(queue::complete_batch(&db.pool, "old", &[completion(&first, Action::Delivered)]).await.unwrap(), 0);
+    let second = queue::claim_batch(&db.pool, "new", 10, LEASE, 1 << 20).await.unwrap().remove(0);
+    assert_eq!(second.id, first.id);
+    assert!(second.lease_token > first.lease_token + 1, "claim and reap each bump the token");
+    // …nor while the new worker holds the lease.
+    assert_eq!(queue::complete_batch(&db.pool, "old", &[completion(&first, Action::Dead)]).await.unwrap(), 0);
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook.deliveries WHERE state = 'running' AND leased_by = 'new'").await,
+        1
+    );
+    assert_eq!(db.count("SELECT count(*) FROM webhook.dead_letters").await, 0);
+    // The current holder completes.
+    assert_eq!(queue::complete_batch(&db.pool, "new", &[completion(&second, Action::Delivered)]).await.unwrap(), 1);
+    assert_eq!(db.count("SELECT count(*) FROM webhook.deliveries").await, 0);
+}
+
+#[tokio::test]
+async fn expired_lease_is_delivered_again() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start(None).await.unwrap();
+    let (id, secret) = endpoint(&db.pool, &receiver.url("/hook")).await;
+    receiver.expect_secrets("/hook", vec![secret]);
+    insert_deliveries(&db.pool, id, 1).await;
+    // A worker that claimed it and then died: its lease runs out.
+    queue::claim_batch(&db.pool, "crashed-worker", 10, LEASE, 1 << 20).await.unwrap();
+    sqlx::query("UPDATE webhook.deliveries SET lease_expires_at = now() - interval '1 second'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    let worker = TestWorker::start(settings(&db, "1h"));
+    assert!(receiver.wait_for(1, Duration::from_secs(20)).await, "the reaped delivery was not delivered");
+    worker.stop().await;
+    let got = receiver.received();
+    assert!(got[0].valid);
+    assert_eq!(db.count("SELECT count(*) FROM webhook.deliveries").await, 0);
+    assert_eq!(
+        db.count("SELECT max(attempt)::bigint FROM webhook.delivery_attempts").await,
+        2,
+        "the crashed attempt counts"
+    );
+}
+
+#[tokio::test]
+async fn a_reaped_delivery_past_its_last_attempt_becomes_a_dead_letter() {
+    let db = TestDb::new().await;
+    let (id, _) = endpoint(&db.pool, "http://127.0.0.1:9/").await;
+    insert_deliveries(&db.pool, id, 1).await;
+    queue::claim_batch(&db.pool, "crashed-worker", 10, LEASE, 1 << 20).await.unwrap();
+    sqlx::query("UPDATE webhook.deliveries SET lease_expires_at = now() - interval '1 second'")
+        .execute(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(queue::reap_expired_leases(&db.pool, 100, 1).await.unwrap(), 1);
+    let error: String =
+        sqlx::query_scalar("SELECT last_error FROM webhook.dead_letters").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(error, "the lease of worker crashed-worker expired during the last allowed attempt");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_workers_deliver_ten_thousand_deliveries_exactly_once() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start(None).await.unwrap();
+    let mut endpoints = Vec::new();
+    for n in 0..10 {
+        let path = format!("/e{n}");
+        let (id, secret) = endpoint(&db.pool, &receiver.url(&path)).await;
+        receiver.expect_secrets(&path, vec![secret]);
+        endpoints.push(id);
+    }
+    for id in &endpoints {
+        insert_deliveries(&db.pool, *id, 1000).await;
+    }
+    let workers: Vec<TestWorker> = (0..4).map(|_| TestWorker::start(settings(&db, "1h"))).collect();
+    assert!(receiver.wait_for(10_000, Duration::from_secs(240)).await, "only {} arrived", receiver.count());
+    for worker in workers {
+        worker.stop().await;
+    }
+    let received = receiver.received();
+    assert_eq!(received.len(), 10_000, "a delivery arrived twice");
+    let distinct: HashSet<(&str, &str)> = received.iter().map(|r| (r.path.as_str(), r.msg_id.as_str())).collect();
+    assert_eq!(distinct.len(), 10_000);
+    assert!(received.iter().all(|r| r.valid), "every signature verifies");
+    assert_eq!(db.count("SELECT count(*) FROM webhook.deliveries").await, 0);
+    assert_eq!(db.count("SELECT count(*) FROM webhook.delivery_attempts WHERE outcome = 'delivered'").await, 10_000);
+    assert_eq!(
+        db.count("SELECT count(DISTINCT worker_id) FROM webhook.delivery_attempts").await,
+        4,
+        "all four workers took part"
+    );
+}
+
+#[tokio::test]
+async fn every_statement_prepares_against_the_schema() {
+    let db = TestDb::new().await;
+    let statements = webhook_worker::queue::STATEMENTS
+        .iter()
+        .chain(webhook_worker::endpoints::STATEMENTS)
+        .chain(webhook_worker::maintenance::STATEMENTS);
+    for (name, sql) in statements {
+        if let Err(err) = db.pool.prepare(sqlx::SqlSafeStr::into_sql_str(*sql)).await {
+            panic!("statement {name} does not prepare: {err}");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_are_safe_to_run_twice_and_concurrently() {
+    let db = TestDb::empty().await;
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let pool = db.pool.clone();
+            tokio::spawn(async move { webhook_worker::db::migrate(&pool).await })
+        })
+        .collect();
+    for run in runs {
+        run.await.unwrap().expect("a concurrent migration failed");
+    }
+    webhook_worker::db::migrate(&db.pool).await.expect("a second migration failed");
+    assert_eq!(db.count("SELECT count(*) FROM webhook._sqlx_migrations WHERE success").await, 1);
+    wait_until(&db.pool, "SELECT to_regclass('webhook.deliveries') IS NOT NULL", Duration::from_secs(1)).await;
+}
