@@ -4,6 +4,8 @@
 #![expect(clippy::unwrap_used, reason = "a test fails loudly at the first unexpected error")]
 
 mod delivery;
+mod history;
+mod operate;
 mod process;
 mod producer;
 mod queue;

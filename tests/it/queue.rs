@@ -193,7 +193,11 @@ async fn every_statement_prepares_against_the_schema() {
     let statements = webhook_worker::queue::STATEMENTS
         .iter()
         .chain(webhook_worker::endpoints::STATEMENTS)
-        .chain(webhook_worker::maintenance::STATEMENTS);
+        .chain(webhook_worker::maintenance::STATEMENTS)
+        .chain(webhook_worker::endpoint_view::STATEMENTS)
+        .chain(webhook_worker::deliveries::STATEMENTS)
+        .chain(webhook_worker::keys::STATEMENTS)
+        .chain(webhook_worker::stats::STATEMENTS);
     for (name, sql) in statements {
         if let Err(err) = db.pool.prepare(sqlx::SqlSafeStr::into_sql_str(*sql)).await {
             panic!("statement {name} does not prepare: {err}");
@@ -214,6 +218,9 @@ async fn migrations_are_safe_to_run_twice_and_concurrently() {
         run.await.unwrap().expect("a concurrent migration failed");
     }
     webhook_worker::db::migrate(&db.pool).await.expect("a second migration failed");
-    assert_eq!(db.count("SELECT count(*) FROM webhook._sqlx_migrations WHERE success").await, 1);
+    assert_eq!(
+        db.count("SELECT count(*) FROM webhook._sqlx_migrations WHERE success").await,
+        crate::support::migration_count()
+    );
     wait_until(&db.pool, "SELECT to_regclass('webhook.deliveries') IS NOT NULL", Duration::from_secs(1)).await;
 }

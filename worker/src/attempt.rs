@@ -21,8 +21,6 @@ pub struct AttemptContext {
     pub deliverer: Deliverer,
     pub retry: RetryPolicy,
     pub max_payload_bytes: usize,
-    /// How long a delivery of a paused endpoint waits before it is looked at again.
-    pub paused_recheck: Duration,
 }
 
 /// The facts of an attempt before classification.
@@ -54,7 +52,9 @@ pub async fn run(
         Err(early) => early,
         Ok(Preflight::Hold) => {
             metrics::delivery_finished(DeliveryOutcome::Deferred);
-            return release(delivery, ctx.paused_recheck);
+            let mut parked = release(delivery, Duration::ZERO);
+            parked.action = Action::Hold;
+            return parked;
         }
         Ok(Preflight::Send(target)) => {
             tokio::select! {
@@ -79,6 +79,7 @@ struct Target {
     url: url::Url,
     timeout: Option<Duration>,
     secrets: Vec<signing::SigningSecret>,
+    headers: Vec<(String, String)>,
 }
 
 fn preflight(
@@ -114,11 +115,14 @@ fn preflight(
     if let Err(refusal) = ctx.deliverer.policy().check_url(url) {
         return permanent(DeliveryOutcome::Refused, format!("refused: {refusal}"));
     }
-    match &endpoint.secrets {
-        Ok(secrets) => {
-            Ok(Preflight::Send(Target { url: url.clone(), timeout: endpoint.timeout, secrets: secrets.clone() }))
-        }
-        Err(reason) => {
+    match (&endpoint.secrets, &endpoint.headers) {
+        (Ok(secrets), Ok(headers)) => Ok(Preflight::Send(Target {
+            url: url.clone(),
+            timeout: endpoint.timeout,
+            secrets: secrets.clone(),
+            headers: headers.clone(),
+        })),
+        (Err(reason), _) | (_, Err(reason)) => {
             Err(Attempted::not_sent(Outcome::NotSent, DeliveryOutcome::Retried, format!("not sent: {reason}")))
         }
     }
@@ -135,6 +139,7 @@ async fn send(ctx: &AttemptContext, delivery: &ClaimedDelivery, target: Target) 
         signature: &signature,
         body,
         timeout: target.timeout,
+        headers: &target.headers,
     };
     let started = Instant::now();
     let result = ctx.deliverer.send(request).await;

@@ -24,6 +24,9 @@
 //! | `WEBHOOK_DRAIN_DEADLINE` | on SIGTERM, how long in-flight deliveries may finish | 20s |
 //! | `WEBHOOK_METRICS_ADDR` | `/metrics`, `/healthz`, `/readyz` listen address | 0.0.0.0:9090 |
 //! | `WEBHOOK_DB_POOL_SIZE` | database connections per worker | 10 |
+//! | `WEBHOOK_ATTEMPT_RETENTION` | attempt history kept (whole days) | 14d |
+//! | `WEBHOOK_DEAD_LETTER_RETENTION` | dead letters kept | 30d |
+//! | `WEBHOOK_IDEMPOTENCY_RETENTION` | idempotency keys remembered | 7d |
 //! | `WEBHOOK_LOG_FORMAT` | `json` or `pretty` | json |
 //! | `RUST_LOG` | log filter | info |
 
@@ -84,14 +87,20 @@ pub enum Command {
     Run(RunArgs),
     /// Create or upgrade the database schema (safe to run twice and from several pods at once).
     Migrate(DatabaseArgs),
-    /// Manage endpoints.
+    /// Manage endpoints: add, list, show, update, pause, resume, disable, enable, delete, rotate-secret.
     #[command(subcommand)]
-    Endpoint(EndpointCommand),
+    Endpoint(crate::cli::endpoint::EndpointCommand),
+    /// Inspect deliveries and replay dead letters.
+    #[command(subcommand)]
+    Delivery(crate::cli::delivery::DeliveryCommand),
+    /// Queue statistics.
+    #[command(subcommand)]
+    Queue(QueueCommand),
     /// Enqueue an event, fanned out to every subscribed endpoint (or to one).
-    Enqueue(EnqueueArgs),
-    /// Manage encryption keys.
+    Enqueue(crate::cli::EnqueueArgs),
+    /// Manage encryption keys: generate, status, rotate.
     #[command(subcommand)]
-    Keys(KeysCommand),
+    Keys(crate::cli::keys::KeysCommand),
     /// Run a self-contained end-to-end demo: Postgres, a verifying HTTPS receiver, a worker.
     Demo(DemoArgs),
 }
@@ -201,6 +210,15 @@ pub struct WorkerArgs {
     /// PEM file of certificate authorities trusted besides the system roots.
     #[arg(long, env = "WEBHOOK_CA_BUNDLE")]
     pub ca_bundle: Option<PathBuf>,
+    /// How long the attempt history is kept (whole days; at least one).
+    #[arg(long, env = "WEBHOOK_ATTEMPT_RETENTION", default_value = "14d", value_parser = humantime::parse_duration)]
+    pub attempt_retention: Duration,
+    /// How long dead letters are kept.
+    #[arg(long, env = "WEBHOOK_DEAD_LETTER_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
+    pub dead_letter_retention: Duration,
+    /// How long an idempotency key of `webhook.enqueue()` is remembered.
+    #[arg(long, env = "WEBHOOK_IDEMPOTENCY_RETENTION", default_value = "7d", value_parser = humantime::parse_duration)]
+    pub idempotency_retention: Duration,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -220,74 +238,9 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum EndpointCommand {
-    /// Register an endpoint. Prints its id, and its signing secret once when one is generated.
-    Add(EndpointAddArgs),
-    /// List endpoints.
-    List(EndpointListArgs),
-}
-
-#[derive(Debug, Args)]
-pub struct EndpointAddArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    #[command(flatten)]
-    pub keys: KeyArgs,
-    /// Where to POST webhooks (https://…).
-    #[arg(long)]
-    pub url: String,
-    /// Event types to subscribe to (repeat or comma-separate); none means every type.
-    #[arg(long = "event-type", value_delimiter = ',')]
-    pub event_types: Vec<String>,
-    /// Signing secret `whsec_<base64>`; generated when omitted.
-    #[arg(long, env = "WEBHOOK_ENDPOINT_SECRET", hide_env_values = true)]
-    pub secret: Option<SecretString>,
-    /// Free text shown in listings.
-    #[arg(long, default_value = "")]
-    pub description: String,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct EndpointListArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct EnqueueArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// The event type, e.g. `invoice.paid`.
-    #[arg(long)]
-    pub event_type: String,
-    /// The JSON payload, sent byte for byte.
-    #[arg(long)]
-    pub payload: String,
-    /// Deliver to this endpoint only.
-    #[arg(long)]
-    pub endpoint: Option<Uuid>,
-    /// A key seen before makes the call a no-op.
-    #[arg(long)]
-    pub idempotency_key: Option<String>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum KeysCommand {
-    /// Print a new random AES-256 key as `id:base64key`, for WEBHOOK_ENCRYPTION_KEYS.
-    Generate {
-        /// The key id; defaults to `k` + today's date.
-        #[arg(long)]
-        id: Option<String>,
-    },
+pub enum QueueCommand {
+    /// Depth by state, oldest ready age, top endpoints by backlog and by failures.
+    Stats(crate::cli::QueueStatsArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -341,6 +294,7 @@ pub struct Settings {
     pub client: ClientSettings,
     /// `None`: no metrics/health listener (tests run several workers in one process).
     pub metrics_addr: Option<SocketAddr>,
+    pub retention: crate::maintenance::Retention,
 }
 
 impl WorkerArgs {
@@ -384,6 +338,11 @@ impl WorkerArgs {
                 policy: Arc::new(NetPolicy::new(self.allow_private_cidrs.clone(), self.https_only)),
             },
             metrics_addr: None,
+            retention: crate::maintenance::Retention {
+                attempts: self.attempt_retention,
+                dead_letters: self.dead_letter_retention,
+                idempotency_keys: self.idempotency_retention,
+            },
         })
     }
 }

@@ -65,6 +65,8 @@ pub struct OutboundRequest<'a> {
     pub body: String,
     /// Overrides the client's total timeout.
     pub timeout: Option<Duration>,
+    /// The endpoint's custom headers, added before the signature headers.
+    pub headers: &'a [(String, String)],
 }
 
 /// A pooled HTTP(S) client that delivers webhooks.
@@ -120,9 +122,11 @@ impl Deliverer {
     pub async fn send(&self, request: OutboundRequest<'_>) -> Result<Response, Error> {
         self.settings.policy.check_url(request.url)?;
         let timeout = request.timeout.unwrap_or(self.settings.timeout);
-        let mut builder = self
-            .client
-            .post(request.url.clone())
+        let mut builder = self.client.post(request.url.clone());
+        for (name, value) in request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        builder = builder
             .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
             .header(USER_AGENT, HeaderValue::from_static(concat!("webhook-delivery/", env!("CARGO_PKG_VERSION"))))
             .header("webhook-id", request.msg_id)

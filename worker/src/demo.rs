@@ -16,8 +16,7 @@ use uuid::Uuid;
 
 use crate::config::{DatabaseArgs, DemoArgs, default_worker_args};
 use crate::crypto::KeyRing;
-use crate::endpoints::{self, NewEndpoint};
-use crate::netguard::NetPolicy;
+use crate::endpoint_admin::{self, Changes};
 use crate::receiver::{Receiver, TestCa, server_config};
 use crate::signing::SigningSecret;
 use crate::{db, pgcluster};
@@ -85,7 +84,6 @@ async fn register_endpoints(
     receiver: &Receiver,
     count: u32,
 ) -> anyhow::Result<Vec<Uuid>> {
-    let policy = NetPolicy::new(vec!["127.0.0.0/8".parse()?], false);
     let mut ids = Vec::new();
     for n in 0..count.max(1) {
         let secret = SigningSecret::generate();
@@ -94,8 +92,13 @@ async fn register_endpoints(
         // Endpoint n subscribes to one event type, every third endpoint to all of them.
         let types: Vec<String> =
             if n % 3 == 2 { Vec::new() } else { vec![EVENT_TYPES[n as usize % EVENT_TYPES.len()].to_owned()] };
-        let new = NewEndpoint { url: &url, event_types: &types, description: "demo", secret: &secret };
-        ids.push(endpoints::add(pool, key_ring, &policy, &new).await?);
+        let changes = Changes {
+            url: Some(url),
+            event_types: Some(types),
+            description: Some("demo".into()),
+            ..Changes::default()
+        };
+        ids.push(endpoint_admin::create(pool, key_ring, &changes, &secret).await?);
         receiver.expect_secrets(&path, vec![secret]);
     }
     Ok(ids)

@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use tokio::time::Instant;
 use url::Url;
@@ -29,6 +28,8 @@ pub struct Endpoint {
     pub timeout: Option<Duration>,
     /// Live signing secrets, newest first, or why one could not be decrypted.
     pub secrets: Result<Vec<SigningSecret>, String>,
+    /// Custom request headers (name, value), or why one could not be decrypted.
+    pub headers: Result<Vec<(String, String)>, String>,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -41,9 +42,9 @@ struct EndpointRow {
 }
 
 #[derive(Debug, sqlx::FromRow)]
-struct SecretRow {
-    id: i64,
+struct SealedRow {
     endpoint_id: Uuid,
+    label: String,
     key_id: String,
     ciphertext: Vec<u8>,
 }
@@ -53,51 +54,74 @@ SELECT id, url, state, state_reason, timeout_ms FROM webhook.endpoints WHERE id 
 "#;
 
 const LOAD_SECRETS: &str = r#"
-SELECT id, endpoint_id, key_id, ciphertext
+SELECT endpoint_id, id::text AS label, key_id, ciphertext
 FROM webhook.endpoint_secrets
 WHERE endpoint_id = ANY($1) AND (expires_at IS NULL OR expires_at > now())
 ORDER BY id DESC
 "#;
 
-/// Loads and decrypts the endpoints `ids`; ids with no endpoint are absent from the result.
-///
-/// # Errors
-/// The database error. Decryption failures are not errors here: they are kept in
-/// [`Endpoint::secrets`] so that each delivery records them.
-pub async fn load(pool: &PgPool, key_ring: &KeyRing, ids: &[Uuid]) -> Result<HashMap<Uuid, Endpoint>, sqlx::Error> {
-    let rows: Vec<EndpointRow> = sqlx::query_as(LOAD_ENDPOINTS).bind(ids).fetch_all(pool).await?;
-    let secret_rows: Vec<SecretRow> = sqlx::query_as(LOAD_SECRETS).bind(ids).fetch_all(pool).await?;
-    let mut secrets: HashMap<Uuid, Result<Vec<SigningSecret>, String>> = HashMap::new();
-    for row in secret_rows {
-        let entry = secrets.entry(row.endpoint_id).or_insert_with(|| Ok(Vec::new()));
+const LOAD_HEADERS: &str = r#"
+SELECT endpoint_id, name AS label, key_id, ciphertext
+FROM webhook.endpoint_headers
+WHERE endpoint_id = ANY($1)
+ORDER BY name
+"#;
+
+/// Opens every sealed row, grouped by endpoint; one failure marks the whole endpoint's group as
+/// failed with a reason naming the row (`what` and its label), never the content.
+fn open_all<T>(
+    key_ring: &KeyRing,
+    rows: Vec<SealedRow>,
+    what: &str,
+    convert: impl Fn(&SealedRow, Vec<u8>) -> Result<T, String>,
+) -> HashMap<Uuid, Result<Vec<T>, String>> {
+    let mut grouped: HashMap<Uuid, Result<Vec<T>, String>> = HashMap::new();
+    for row in rows {
+        let entry = grouped.entry(row.endpoint_id).or_insert_with(|| Ok(Vec::new()));
         let Ok(list) = entry else { continue };
-        let sealed = Sealed { key_id: row.key_id, ciphertext: row.ciphertext };
+        let sealed = Sealed { key_id: row.key_id.clone(), ciphertext: row.ciphertext.clone() };
         let opened = key_ring
             .open(&sealed, row.endpoint_id.as_bytes())
-            .map_err(|err| format!("signing secret {} could not be decrypted: {err}", row.id))
-            .and_then(|bytes| {
-                SigningSecret::from_bytes(bytes.to_vec())
-                    .map_err(|err| format!("signing secret {} is unusable: {err}", row.id))
-            });
+            .map_err(|err| format!("{what} {} could not be decrypted: {err}", row.label))
+            .and_then(|bytes| convert(&row, bytes.to_vec()));
         match opened {
-            Ok(secret) => list.push(secret),
+            Ok(value) => list.push(value),
             Err(reason) => *entry = Err(reason),
         }
     }
+    grouped
+}
+
+/// Loads and decrypts the endpoints `ids`; ids with no endpoint are absent from the result.
+///
+/// # Errors
+/// The database error. Decryption failures are not errors here: they are kept in the
+/// [`Endpoint`] so that each delivery records them.
+pub async fn load(pool: &PgPool, key_ring: &KeyRing, ids: &[Uuid]) -> Result<HashMap<Uuid, Endpoint>, sqlx::Error> {
+    let rows: Vec<EndpointRow> = sqlx::query_as(LOAD_ENDPOINTS).bind(ids).fetch_all(pool).await?;
+    let secret_rows: Vec<SealedRow> = sqlx::query_as(LOAD_SECRETS).bind(ids).fetch_all(pool).await?;
+    let header_rows: Vec<SealedRow> = sqlx::query_as(LOAD_HEADERS).bind(ids).fetch_all(pool).await?;
+    let mut secrets = open_all(key_ring, secret_rows, "signing secret", |row, bytes| {
+        SigningSecret::from_bytes(bytes).map_err(|err| format!("signing secret {} is unusable: {err}", row.label))
+    });
+    let mut headers = open_all(key_ring, header_rows, "header", |row, bytes| {
+        String::from_utf8(bytes)
+            .map(|value| (row.label.clone(), value))
+            .map_err(|_| format!("header {} is not text", row.label))
+    });
     Ok(rows
         .into_iter()
         .map(|row| {
-            let secrets = match secrets.remove(&row.id) {
-                Some(result) => result,
-                None => Err("the endpoint has no signing secret".to_owned()),
-            };
             let endpoint = Endpoint {
                 id: row.id,
                 url: Url::parse(&row.url).map_err(|err| format!("endpoint URL `{}` is invalid: {err}", row.url)),
                 state: row.state,
                 state_reason: row.state_reason,
                 timeout: row.timeout_ms.and_then(|ms| u64::try_from(ms).ok()).map(Duration::from_millis),
-                secrets,
+                secrets: secrets
+                    .remove(&row.id)
+                    .unwrap_or_else(|| Err("the endpoint has no signing secret".to_owned())),
+                headers: headers.remove(&row.id).unwrap_or_else(|| Ok(Vec::new())),
             };
             (row.id, endpoint)
         })
@@ -169,100 +193,13 @@ impl EndpointCache {
                 state_reason: Some(reason.to_owned()),
                 timeout: endpoint.timeout,
                 secrets: Ok(Vec::new()),
+                headers: Ok(Vec::new()),
             };
             *endpoint = Arc::new(disabled);
         }
     }
 }
 
-/// An endpoint as listed to operators.
-#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
-pub struct EndpointSummary {
-    pub id: Uuid,
-    pub url: String,
-    pub event_types: Vec<String>,
-    pub description: String,
-    pub state: String,
-    pub state_reason: Option<String>,
-    pub created_at: DateTime<Utc>,
-    pub backlog: i64,
-}
-
-/// Why an endpoint could not be created.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum AddError {
-    #[error("invalid endpoint URL `{url}`: {reason}")]
-    Url { url: String, reason: String },
-    #[error(transparent)]
-    Refused(#[from] crate::netguard::Refusal),
-    #[error("invalid event type {0:?}: use a non-empty name without spaces")]
-    EventType(String),
-    #[error(transparent)]
-    Crypto(#[from] crate::crypto::Error),
-    #[error(transparent)]
-    Database(#[from] sqlx::Error),
-}
-
-/// A new endpoint.
-#[derive(Debug)]
-pub struct NewEndpoint<'a> {
-    pub url: &'a str,
-    pub event_types: &'a [String],
-    pub description: &'a str,
-    pub secret: &'a SigningSecret,
-}
-
-/// Validates and inserts an endpoint with its sealed secret, in one transaction.
-///
-/// # Errors
-/// [`AddError`] for a bad URL or event type, or a database failure.
-pub async fn add(
-    pool: &PgPool,
-    key_ring: &KeyRing,
-    policy: &crate::netguard::NetPolicy,
-    new: &NewEndpoint<'_>,
-) -> Result<Uuid, AddError> {
-    let url = Url::parse(new.url).map_err(|err| AddError::Url { url: new.url.to_owned(), reason: err.to_string() })?;
-    policy.check_url(&url)?;
-    if let Some(bad) = new.event_types.iter().find(|t| t.is_empty() || t.chars().any(char::is_whitespace)) {
-        return Err(AddError::EventType(bad.clone()));
-    }
-    let id = Uuid::new_v4();
-    let sealed = key_ring.seal(new.secret.expose_bytes(), id.as_bytes())?;
-    let mut tx = pool.begin().await?;
-    sqlx::query("INSERT INTO webhook.endpoints (id, url, event_types, description) VALUES ($1, $2, $3, $4)")
-        .bind(id)
-        .bind(url.as_str())
-        .bind(new.event_types)
-        .bind(new.description)
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("INSERT INTO webhook.endpoint_secrets (endpoint_id, key_id, ciphertext) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(&sealed.key_id)
-        .bind(&sealed.ciphertext)
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(id)
-}
-
-const LIST: &str = r#"
-SELECT e.id, e.url, e.event_types, e.description, e.state, e.state_reason, e.created_at,
-       (SELECT count(*) FROM webhook.deliveries d WHERE d.endpoint_id = e.id) AS backlog
-FROM webhook.endpoints e
-ORDER BY e.created_at, e.id
-"#;
-
-/// Every endpoint with its backlog.
-///
-/// # Errors
-/// The database error.
-pub async fn list(pool: &PgPool) -> Result<Vec<EndpointSummary>, sqlx::Error> {
-    sqlx::query_as(LIST).fetch_all(pool).await
-}
-
 /// Every statement of this module, for the test that prepares them against the real schema.
 pub const STATEMENTS: &[(&str, &str)] =
-    &[("load_endpoints", LOAD_ENDPOINTS), ("load_secrets", LOAD_SECRETS), ("list", LIST)];
+    &[("load_endpoints", LOAD_ENDPOINTS), ("load_secrets", LOAD_SECRETS), ("load_headers", LOAD_HEADERS)];

@@ -22,10 +22,14 @@ pub mod config;
 pub mod crypto;
 pub mod db;
 pub mod deliver;
+pub mod deliveries;
 pub mod demo;
 pub mod dispatcher;
+pub mod endpoint_admin;
+pub mod endpoint_view;
 pub mod endpoints;
 pub mod health;
+pub mod keys;
 pub mod maintenance;
 pub mod metrics;
 pub mod netguard;
@@ -36,6 +40,7 @@ pub mod retry;
 pub mod server;
 pub mod shutdown;
 pub mod signing;
+pub mod stats;
 pub mod telemetry;
 
 use std::future::Future;
@@ -99,6 +104,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             interval: MAINTENANCE_INTERVAL,
             max_attempts: settings.retry.max_attempts(),
             database_url: settings.database_url.clone(),
+            retention: settings.retention,
         },
         pool.clone(),
         Arc::clone(&health),
@@ -115,7 +121,6 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             deliverer,
             retry: settings.retry.clone(),
             max_payload_bytes: settings.max_payload_bytes,
-            paused_recheck: Duration::from_secs(5),
         }),
         completer,
         health,

@@ -4,7 +4,7 @@
 use std::process::ExitCode;
 
 use clap::Parser as _;
-use webhook_worker::config::{Cli, Command, EndpointCommand, KeysCommand, LogFormat};
+use webhook_worker::config::{Cli, Command, LogFormat, QueueCommand};
 use webhook_worker::{cli, demo, shutdown, telemetry};
 
 fn main() -> ExitCode {
@@ -33,13 +33,11 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             webhook_worker::run(settings, shutdown::signal()).await
         }
         Command::Migrate(database) => cli::migrate(&database).await,
-        Command::Endpoint(EndpointCommand::Add(args)) => cli::endpoint_add(&args).await,
-        Command::Endpoint(EndpointCommand::List(args)) => cli::endpoint_list(&args).await,
+        Command::Endpoint(command) => cli::endpoint::run(command).await,
+        Command::Delivery(command) => cli::delivery::run(command).await,
+        Command::Queue(QueueCommand::Stats(args)) => cli::queue_stats(&args).await,
         Command::Enqueue(args) => cli::enqueue(&args).await,
-        Command::Keys(KeysCommand::Generate { id }) => {
-            cli::keys_generate(id.as_deref());
-            Ok(())
-        }
+        Command::Keys(command) => cli::keys::run(command).await,
         Command::Demo(args) => {
             telemetry::init(LogFormat::Pretty);
             demo::run(args).await

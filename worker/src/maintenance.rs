@@ -30,7 +30,20 @@ pub struct MaintenanceSettings {
     pub interval: Duration,
     pub max_attempts: u32,
     pub database_url: secrecy::SecretString,
+    pub retention: Retention,
 }
+
+/// How long history is kept.
+#[derive(Debug, Clone, Copy)]
+pub struct Retention {
+    /// Attempt history: whole days older than this are dropped (at least one day is kept).
+    pub attempts: Duration,
+    pub dead_letters: Duration,
+    pub idempotency_keys: Duration,
+}
+
+/// Rows deleted per statement by retention, so that no statement holds locks for long.
+const RETENTION_BATCH: i64 = 5000;
 
 /// Runs heartbeats and, when leading, maintenance, every `interval` until `stop`; then removes
 /// this worker's heartbeat row.
@@ -120,13 +133,76 @@ pub async fn maintain(connection: &mut PgConnection, settings: &MaintenanceSetti
             break;
         }
     }
+    queue::unpark_resumed(&mut *connection).await?;
     sqlx::query(COMPUTE_STATS).execute(&mut *connection).await?;
     sqlx::query("DELETE FROM webhook.workers WHERE heartbeat_at < now() - make_interval(secs => $1)")
         .bind(WORKER_EXPIRY_SECONDS)
         .execute(&mut *connection)
         .await?;
-    ensure_partitions(connection, Utc::now().date_naive()).await
+    let today = Utc::now().date_naive();
+    ensure_partitions(connection, today).await?;
+    apply_retention(connection, &settings.retention, today).await
 }
+
+/// Drops attempt partitions wholly older than the retention, deletes old dead letters and
+/// idempotency keys in batches, and removes signing secrets whose rotation grace has ended.
+/// `today` is a parameter so tests can pin the date.
+///
+/// # Errors
+/// The first database error.
+pub async fn apply_retention(
+    connection: &mut PgConnection,
+    retention: &Retention,
+    today: NaiveDate,
+) -> Result<(), sqlx::Error> {
+    let keep_days = i64::try_from(retention.attempts.as_secs() / 86_400).unwrap_or(i64::MAX).max(1);
+    let oldest_kept = today - chrono::Duration::days(keep_days);
+    let partitions: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace \
+         WHERE n.nspname = 'webhook' AND p.relname = 'delivery_attempts'",
+    )
+    .fetch_all(&mut *connection)
+    .await?;
+    for name in partitions {
+        let Some(day) =
+            name.strip_prefix("delivery_attempts_").and_then(|d| NaiveDate::parse_from_str(d, "%Y%m%d").ok())
+        else {
+            continue;
+        };
+        if day < oldest_kept {
+            // The name was read from the catalogue and matched a date pattern: nothing to inject.
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS webhook.{name}")))
+                .execute(&mut *connection)
+                .await?;
+            tracing::info!(partition = %name, "Dropped attempt history older than the retention");
+        }
+    }
+    for (sql, keep) in
+        [(DELETE_DEAD_LETTERS, retention.dead_letters), (DELETE_IDEMPOTENCY_KEYS, retention.idempotency_keys)]
+    {
+        while sqlx::query(sql)
+            .bind(keep.as_secs_f64())
+            .bind(RETENTION_BATCH)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected()
+            == u64::try_from(RETENTION_BATCH).unwrap_or(u64::MAX)
+        {}
+    }
+    sqlx::query("DELETE FROM webhook.endpoint_secrets WHERE expires_at <= now()").execute(&mut *connection).await?;
+    Ok(())
+}
+
+const DELETE_DEAD_LETTERS: &str = r#"
+DELETE FROM webhook.dead_letters WHERE delivery_id IN (
+    SELECT delivery_id FROM webhook.dead_letters WHERE failed_at < now() - make_interval(secs => $1) LIMIT $2)
+"#;
+
+const DELETE_IDEMPOTENCY_KEYS: &str = r#"
+DELETE FROM webhook.idempotency_keys WHERE key IN (
+    SELECT key FROM webhook.idempotency_keys WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)
+"#;
 
 /// Creates the attempt-history partitions from yesterday to [`PARTITIONS_AHEAD_DAYS`] ahead.
 ///
@@ -150,9 +226,9 @@ pub async fn ensure_partitions(connection: &mut PgConnection, today: NaiveDate) 
 const COMPUTE_STATS: &str = r#"
 INSERT INTO webhook.queue_stats (state, count, oldest_at, computed_at)
 SELECT s.state, coalesce(c.count, 0), c.oldest_at, now()
-FROM (VALUES ('ready'), ('scheduled'), ('running'), ('dead')) AS s(state)
+FROM (VALUES ('ready'), ('scheduled'), ('running'), ('paused'), ('dead')) AS s(state)
 LEFT JOIN (
-    SELECT CASE WHEN state = 'running' THEN 'running'
+    SELECT CASE WHEN state IN ('running', 'paused') THEN state
                 WHEN run_at <= now() THEN 'ready'
                 ELSE 'scheduled' END AS state,
            count(*) AS count,
@@ -160,7 +236,7 @@ LEFT JOIN (
     FROM webhook.deliveries
     GROUP BY 1
     UNION ALL
-    SELECT 'dead', count(*), min(failed_at) FROM webhook.dead_letters WHERE replayed_at IS NULL
+    SELECT 'dead', count(*), min(failed_at) FROM webhook.dead_letters WHERE replayed_as IS NULL
 ) c USING (state)
 ON CONFLICT (state) DO UPDATE
 SET count = excluded.count, oldest_at = excluded.oldest_at, computed_at = excluded.computed_at
@@ -190,6 +266,7 @@ async fn publish_stats(pool: &PgPool) -> Result<(), sqlx::Error> {
             }
             "scheduled" => crate::metrics::queue_stats("scheduled", row.count),
             "running" => crate::metrics::queue_stats("running", row.count),
+            "paused" => crate::metrics::queue_stats("paused", row.count),
             "dead" => crate::metrics::dead_letters(row.count),
             "workers" => crate::metrics::workers_live(row.count),
             _ => {}
@@ -199,4 +276,9 @@ async fn publish_stats(pool: &PgPool) -> Result<(), sqlx::Error> {
 }
 
 /// Every fixed statement of this module, for the test that prepares them against the real schema.
-pub const STATEMENTS: &[(&str, &str)] = &[("compute_stats", COMPUTE_STATS), ("read_stats", READ_STATS)];
+pub const STATEMENTS: &[(&str, &str)] = &[
+    ("compute_stats", COMPUTE_STATS),
+    ("read_stats", READ_STATS),
+    ("delete_dead_letters", DELETE_DEAD_LETTERS),
+    ("delete_idempotency_keys", DELETE_IDEMPOTENCY_KEYS),
+];

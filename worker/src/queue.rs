@@ -31,12 +31,20 @@ pub struct ClaimedDelivery {
 
 const CLAIM_BATCH: &str = r#"
 WITH ready AS MATERIALIZED (
-    SELECT id
-    FROM webhook.deliveries
-    WHERE state = 'pending' AND run_at <= now()
-    ORDER BY run_at, id
+    SELECT d.id
+    FROM webhook.deliveries d
+    WHERE d.state = 'pending' AND d.run_at <= now()
+      -- FIFO endpoints: only the oldest delivery of the endpoint (its head) is claimable, so one is
+      -- in flight at a time and a failing head, rescheduled, blocks the ones behind it. Unordered
+      -- endpoints pay one primary-key probe of the small endpoints table.
+      AND NOT EXISTS (
+          SELECT 1 FROM webhook.endpoints e
+          WHERE e.id = d.endpoint_id AND e.ordered
+            AND d.id <> (SELECT min(h.id) FROM webhook.deliveries h WHERE h.endpoint_id = d.endpoint_id)
+      )
+    ORDER BY d.run_at, d.id
     LIMIT $1
-    FOR NO KEY UPDATE SKIP LOCKED
+    FOR NO KEY UPDATE OF d SKIP LOCKED
 )
 UPDATE webhook.deliveries d
 SET state = 'running',
@@ -85,6 +93,9 @@ pub enum Action {
     /// Back to pending at `run_at` with the attempt given back (nothing was sent, or the worker is
     /// shutting down). Not recorded in the attempt history.
     Release,
+    /// Parked as `paused` with the attempt given back (its endpoint is paused). Not recorded in the
+    /// attempt history.
+    Hold,
 }
 
 impl Action {
@@ -94,6 +105,7 @@ impl Action {
             Self::Retry => "retry",
             Self::Dead => "dead",
             Self::Release => "release",
+            Self::Hold => "hold",
         }
     }
 }
@@ -141,10 +153,14 @@ WITH r AS (
     RETURNING d.id
 ), released AS (
     UPDATE webhook.deliveries d
-    SET state = 'pending', run_at = r.run_at, attempt = greatest(d.attempt - 1, 0),
-        leased_by = NULL, lease_expires_at = NULL
+    -- A hold parks the row only if the endpoint is still paused by the database's account (the
+    -- worker's endpoint cache may be a moment behind a resume).
+    SET state = CASE WHEN r.action = 'hold'
+                      AND EXISTS (SELECT 1 FROM webhook.endpoints e WHERE e.id = d.endpoint_id AND e.state = 'paused')
+                     THEN 'paused' ELSE 'pending' END,
+        run_at = r.run_at, attempt = greatest(d.attempt - 1, 0), leased_by = NULL, lease_expires_at = NULL
     FROM r
-    WHERE d.id = r.id AND d.lease_token = r.lease_token AND d.state = 'running' AND r.action = 'release'
+    WHERE d.id = r.id AND d.lease_token = r.lease_token AND d.state = 'running' AND r.action IN ('release', 'hold')
     RETURNING d.id
 ), dead AS (
     DELETE FROM webhook.deliveries d USING r
@@ -165,7 +181,7 @@ WITH r AS (
     SELECT id, message_id, endpoint_id, attempt, attempted_at, duration_ms, outcome, status_code,
            error, response_excerpt, $15
     FROM r
-    WHERE action <> 'release'
+    WHERE action NOT IN ('release', 'hold')
 ), disabled AS (
     UPDATE webhook.endpoints e
     SET state = 'disabled', state_reason = r.disable_reason, state_changed_at = now(), updated_at = now()
@@ -268,6 +284,26 @@ pub async fn reap_expired_leases<'e>(
         .await
 }
 
+const UNPARK_RESUMED: &str = r#"
+UPDATE webhook.deliveries d SET state = 'pending'
+WHERE d.state = 'paused'
+  AND NOT EXISTS (SELECT 1 FROM webhook.endpoints e WHERE e.id = d.endpoint_id AND e.state = 'paused')
+"#;
+
+/// Returns parked deliveries whose endpoint is no longer paused to the queue. `endpoint resume`
+/// does this itself; this sweep, run by the leader, catches rows parked concurrently with the
+/// resume by a worker whose endpoint cache was a moment behind. Returns how many rows moved.
+///
+/// # Errors
+/// The database error.
+pub async fn unpark_resumed<'e>(executor: impl sqlx::PgExecutor<'e>) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(UNPARK_RESUMED).execute(executor).await?.rows_affected())
+}
+
 /// Every statement of this module, for the test that prepares them against the real schema.
-pub const STATEMENTS: &[(&str, &str)] =
-    &[("claim_batch", CLAIM_BATCH), ("complete_batch", COMPLETE_BATCH), ("reap_expired_leases", REAP_EXPIRED_LEASES)];
+pub const STATEMENTS: &[(&str, &str)] = &[
+    ("claim_batch", CLAIM_BATCH),
+    ("complete_batch", COMPLETE_BATCH),
+    ("reap_expired_leases", REAP_EXPIRED_LEASES),
+    ("unpark_resumed", UNPARK_RESUMED),
+];

@@ -35,6 +35,8 @@ pub struct Received {
     pub valid: bool,
     /// How many of the path's expected secrets each verify on their own.
     pub secrets_matched: usize,
+    /// Every request header (names lower-case).
+    pub headers: Vec<(String, String)>,
     pub arrived_at: DateTime<Utc>,
 }
 
@@ -44,11 +46,13 @@ pub struct Answer {
     pub status: u16,
     pub delay: Duration,
     pub retry_after: Option<String>,
+    /// Answer 500 to this many requests on the path before answering `status`.
+    pub fail_first: usize,
 }
 
 impl Default for Answer {
     fn default() -> Self {
-        Self { status: 200, delay: Duration::ZERO, retry_after: None }
+        Self { status: 200, delay: Duration::ZERO, retry_after: None, fail_first: 0 }
     }
 }
 
@@ -207,6 +211,10 @@ async fn handle(
     let secrets = shared.secrets.lock().expect("receiver lock").get(&path).cloned().unwrap_or_default();
     let secrets_matched = secrets.iter().filter(|s| signing::verify(s, &msg_id, timestamp, &body, &signature)).count();
     let answer = shared.answers.lock().expect("receiver lock").get(&path).cloned().unwrap_or_default();
+    let all_headers = headers
+        .iter()
+        .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
+        .collect();
     let received = Received {
         path,
         msg_id,
@@ -215,12 +223,14 @@ async fn handle(
         body: String::from_utf8_lossy(&body).into_owned(),
         valid: secrets_matched > 0,
         secrets_matched,
+        headers: all_headers,
         arrived_at: Utc::now(),
     };
-    let total = {
+    let (total, on_path) = {
         let mut all = shared.received.lock().expect("receiver lock");
+        let on_path = all.iter().filter(|r| r.path == received.path).count();
         all.push(received);
-        all.len()
+        (all.len(), on_path)
     };
     if let Some(count) = &shared.count {
         count.send_replace(total);
@@ -232,7 +242,11 @@ async fn handle(
     if let Some(value) = answer.retry_after.as_deref().and_then(|v| v.parse().ok()) {
         response_headers.insert("retry-after", value);
     }
-    let status = StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let status = if on_path < answer.fail_first {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    };
     (status, response_headers, format!("{}\n", status.as_u16()))
 }
 

@@ -1,7 +1,17 @@
 //! Shared test harness: databases, workers, endpoints.
 
+pub mod cli;
 pub mod db;
 pub mod worker;
 
 pub use db::TestDb;
 pub use worker::{TestWorker, endpoint, insert_deliveries, settings, wait_until};
+
+/// How many migrations `schema/migrations` holds (the schema version after `migrate`).
+pub fn migration_count() -> i64 {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/migrations");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".up.sql"))
+        .count() as i64
+}

@@ -8,8 +8,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 use webhook_worker::config::{DatabaseArgs, RetrySchedule, Settings, default_worker_args};
 use webhook_worker::crypto::KeyRing;
-use webhook_worker::endpoints::{self, NewEndpoint};
-use webhook_worker::netguard::NetPolicy;
+use webhook_worker::endpoint_admin::{self, Changes};
 use webhook_worker::signing::SigningSecret;
 
 use super::TestDb;
@@ -57,9 +56,8 @@ impl TestWorker {
 pub async fn endpoint(pool: &PgPool, url: &str) -> (Uuid, SigningSecret) {
     let secret = SigningSecret::generate();
     let key_ring = KeyRing::parse(key_ring_text()).unwrap();
-    let policy = NetPolicy::new(vec!["0.0.0.0/0".parse().unwrap(), "::/0".parse().unwrap()], false);
-    let new = NewEndpoint { url, event_types: &[], description: "test", secret: &secret };
-    let id = endpoints::add(pool, &key_ring, &policy, &new).await.unwrap();
+    let changes = Changes { url: Some(url.to_owned()), ..Changes::default() };
+    let id = endpoint_admin::create(pool, &key_ring, &changes, &secret).await.unwrap();
     (id, secret)
 }
 

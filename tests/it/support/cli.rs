@@ -1,0 +1,43 @@
+//! The real binary, pointed at a test database.
+
+use std::process::Command;
+
+use super::TestDb;
+use super::worker::key_ring_text;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_webhook-worker");
+
+/// The binary with a clean environment pointing at `db`. The URL carries a password the server
+/// ignores (trust auth), so that tests can check it never appears in output.
+pub fn binary(db: &TestDb) -> Command {
+    let mut url = url::Url::parse(&db.url).unwrap();
+    url.set_password(Some("hunter2-db-password")).unwrap();
+    let mut command = Command::new(BIN);
+    command
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("DATABASE_URL", url.as_str())
+        .env("WEBHOOK_ENCRYPTION_KEYS", key_ring_text())
+        .env("WEBHOOK_ALLOW_PRIVATE_CIDRS", "127.0.0.0/8")
+        .env("WEBHOOK_METRICS_ADDR", "127.0.0.1:0")
+        .env("WEBHOOK_POLL_INTERVAL", "100ms")
+        .env("WEBHOOK_LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug");
+    command
+}
+
+pub fn assert_no_secret(output: &str, secrets: &[&str]) {
+    for secret in secrets {
+        assert!(!output.contains(secret), "output leaks a secret:\n{output}");
+    }
+}
+
+/// Runs to completion: (exit code, stdout, stderr).
+pub fn run(command: &mut Command) -> (i32, String, String) {
+    let output = command.output().unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
