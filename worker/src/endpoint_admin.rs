@@ -244,10 +244,10 @@ pub async fn change_state(pool: &PgPool, id: Uuid, change: StateChange, reason: 
     sqlx::query("UPDATE webhook.endpoints SET state = $2, state_reason = $3, state_changed_at = now(), updated_at = now() WHERE id = $1")
         .bind(id)
         .bind(to)
-        .bind(reason.unwrap_or(match change {
-            StateChange::Pause => "paused by an operator",
-            StateChange::Disable => "disabled by an operator",
-            _ => "",
+        .bind(reason.or(match change {
+            StateChange::Pause => Some("paused by an operator"),
+            StateChange::Disable => Some("disabled by an operator"),
+            StateChange::Resume | StateChange::Enable => None,
         }))
         .execute(&mut *tx)
         .await?;
