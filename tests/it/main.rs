@@ -10,3 +10,4 @@ mod process;
 mod producer;
 mod queue;
 mod support;
+mod tls;

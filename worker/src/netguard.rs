@@ -9,6 +9,7 @@
 //! checks them (the `url` crate has already normalised decimal, octal, hex and short forms).
 //! An explicit CIDR allow-list lifts the guard for tests, the demo and internal receivers.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -29,9 +30,9 @@ pub enum Refusal {
     #[error("URL must not contain credentials")]
     Credentials,
     #[error("address {ip} is in a forbidden range ({range})")]
-    Address { ip: IpAddr, range: &'static str },
+    Address { ip: IpAddr, range: Cow<'static, str> },
     #[error("host `{host}` resolves to {ip}, which is in a forbidden range ({range})")]
-    Resolved { host: String, ip: IpAddr, range: &'static str },
+    Resolved { host: String, ip: IpAddr, range: Cow<'static, str> },
     #[error("host `{0}` did not resolve to any address")]
     NoAddresses(String),
 }
@@ -91,13 +92,14 @@ impl NetPolicy {
     }
 }
 
-/// The name of the forbidden range `ip` falls in, or `None` for a public unicast address.
-pub fn forbidden_range(ip: IpAddr) -> Option<&'static str> {
+/// The name of the forbidden range `ip` falls in, or `None` for a public unicast address. For an
+/// IPv4 address carried in IPv6 it names the embedded address and its range.
+pub fn forbidden_range(ip: IpAddr) -> Option<Cow<'static, str>> {
     match ip {
-        IpAddr::V4(v4) => forbidden_v4(v4),
+        IpAddr::V4(v4) => forbidden_v4(v4).map(Cow::Borrowed),
         IpAddr::V6(v6) => match embedded_ipv4(ip) {
-            Some(v4) => forbidden_v4(v4).map(|_| "IPv4 embedded in IPv6 to a forbidden address"),
-            None => forbidden_v6(v6),
+            Some(v4) => forbidden_v4(v4).map(|range| Cow::Owned(format!("embeds IPv4 {v4}: {range}"))),
+            None => forbidden_v6(v6).map(Cow::Borrowed),
         },
     }
 }

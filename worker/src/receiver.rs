@@ -267,6 +267,9 @@ impl std::fmt::Debug for TestCa {
 pub struct Issued {
     pub chain: Vec<rustls::pki_types::CertificateDer<'static>>,
     pub key: PrivateKeyDer<'static>,
+    /// The same certificate and key in PEM, for servers other than rustls (e.g. `openssl s_server`).
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 impl TestCa {
@@ -307,6 +310,8 @@ impl TestCa {
         Ok(Issued {
             chain: vec![certificate.der().clone()],
             key: PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
+            cert_pem: certificate.pem(),
+            key_pem: key.serialize_pem(),
         })
     }
 
