@@ -4,6 +4,7 @@
 #![expect(clippy::unwrap_used, reason = "a test fails loudly at the first unexpected error")]
 
 mod delivery;
+mod fleet;
 mod history;
 mod operate;
 mod process;

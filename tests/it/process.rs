@@ -14,6 +14,7 @@ async fn sigterm_run(db: &TestDb, receiver: &Receiver, drain: &str, in_flight: u
     let child = binary(db)
         .arg("run")
         .env("WEBHOOK_DRAIN_DEADLINE", drain)
+        .env("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "100")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

@@ -83,6 +83,11 @@ fn completion(d: &queue::ClaimedDelivery, action: Action) -> Completion {
     }
 }
 
+async fn complete(db: &TestDb, worker: &str, batch: &[Completion]) -> i64 {
+    let cooldown = Duration::from_secs(30);
+    queue::complete_batch(&db.pool, worker, batch, cooldown, cooldown * 20).await.unwrap().applied
+}
+
 #[tokio::test]
 async fn stale_lease_cannot_complete_delivery() {
     let db = TestDb::new().await;
@@ -96,19 +101,19 @@ async fn stale_lease_cannot_complete_delivery() {
         .unwrap();
     assert_eq!(queue::reap_expired_leases(&db.pool, 100, 8).await.unwrap(), 1);
     // A completion from the stale worker right after the reap changes nothing…
-    assert_eq!(queue::complete_batch(&db.pool, "old", &[completion(&first, Action::Delivered)]).await.unwrap(), 0);
+    assert_eq!(complete(&db, "old", &[completion(&first, Action::Delivered)]).await, 0);
     let second = queue::claim_batch(&db.pool, "new", 10, LEASE, 1 << 20).await.unwrap().remove(0);
     assert_eq!(second.id, first.id);
     assert!(second.lease_token > first.lease_token + 1, "claim and reap each bump the token");
     // …nor while the new worker holds the lease.
-    assert_eq!(queue::complete_batch(&db.pool, "old", &[completion(&first, Action::Dead)]).await.unwrap(), 0);
+    assert_eq!(complete(&db, "old", &[completion(&first, Action::Dead)]).await, 0);
     assert_eq!(
         db.count("SELECT count(*) FROM webhook.deliveries WHERE state = 'running' AND leased_by = 'new'").await,
         1
     );
     assert_eq!(db.count("SELECT count(*) FROM webhook.dead_letters").await, 0);
     // The current holder completes.
-    assert_eq!(queue::complete_batch(&db.pool, "new", &[completion(&second, Action::Delivered)]).await.unwrap(), 1);
+    assert_eq!(complete(&db, "new", &[completion(&second, Action::Delivered)]).await, 1);
     assert_eq!(db.count("SELECT count(*) FROM webhook.deliveries").await, 0);
 }
 

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use crate::deliver::{self, Deliverer, OutboundRequest};
 use crate::endpoints::Endpoint;
 use crate::metrics::{self, DeliveryOutcome};
+use crate::protect::Admission;
 use crate::queue::{Action, ClaimedDelivery, Completion};
 use crate::retry::{Disposition, Outcome, RetryPolicy};
 use crate::signing;
@@ -21,6 +22,7 @@ pub struct AttemptContext {
     pub deliverer: Deliverer,
     pub retry: RetryPolicy,
     pub max_payload_bytes: usize,
+    pub guard: crate::protect::Guard,
 }
 
 /// The facts of an attempt before classification.
@@ -33,6 +35,16 @@ struct Attempted {
 }
 
 impl Attempted {
+    /// What the attempt says about the endpoint's health: `Some(false)` for a 5xx, a 429 or a
+    /// transport failure, `Some(true)` for any other answer, `None` when nothing was sent.
+    fn health(&self) -> Option<bool> {
+        match (&self.outcome, self.label) {
+            (_, Some(_)) | (Outcome::Permanent | Outcome::NotSent, _) => None,
+            (Outcome::Transport, _) => Some(false),
+            (Outcome::Status { code, .. }, _) => Some(!(*code >= 500 || *code == 429)),
+        }
+    }
+
     fn not_sent(outcome: Outcome, label: DeliveryOutcome, error: String) -> Self {
         Self { outcome, label: Some(label), status: None, error: Some(error), excerpt: None }
     }
@@ -48,7 +60,7 @@ pub async fn run(
 ) -> Completion {
     let started = Instant::now();
     let attempted_at = Utc::now();
-    let attempted = match preflight(ctx, delivery, endpoint.as_deref()) {
+    let attempted = match preflight(ctx, delivery, endpoint.as_ref()) {
         Err(early) => early,
         Ok(Preflight::Hold) => {
             metrics::delivery_finished(DeliveryOutcome::Deferred);
@@ -57,13 +69,27 @@ pub async fn run(
             return parked;
         }
         Ok(Preflight::Send(target)) => {
-            tokio::select! {
+            let endpoint_id = target.endpoint.id;
+            let pass = match ctx.guard.admit(&target.endpoint, delivery.id).await {
+                Admission::Go(pass) => pass,
+                Admission::Defer { after, outcome } => {
+                    metrics::delivery_finished(outcome);
+                    let mut deferred = release(delivery, after);
+                    deferred.outcome = outcome.as_str();
+                    return deferred;
+                }
+            };
+            let sent = Instant::now();
+            let attempted = tokio::select! {
                 attempted = send(ctx, delivery, target) => attempted,
                 () = abort.cancelled() => {
                     metrics::delivery_finished(DeliveryOutcome::Deferred);
                     return release(delivery, Duration::ZERO);
                 }
-            }
+            };
+            ctx.guard.record(endpoint_id, attempted.health(), sent.elapsed()).await;
+            drop(pass);
+            attempted
         }
     };
     finish(ctx, delivery, attempted, attempted_at, started.elapsed())
@@ -76,6 +102,7 @@ enum Preflight {
 
 /// Where and how to send, once preflight passed.
 struct Target {
+    endpoint: Arc<Endpoint>,
     url: url::Url,
     timeout: Option<Duration>,
     secrets: Vec<signing::SigningSecret>,
@@ -85,7 +112,7 @@ struct Target {
 fn preflight(
     ctx: &AttemptContext,
     delivery: &ClaimedDelivery,
-    endpoint: Option<&Endpoint>,
+    endpoint: Option<&Arc<Endpoint>>,
 ) -> Result<Preflight, Attempted> {
     let permanent = |label, error| Err(Attempted::not_sent(Outcome::Permanent, label, error));
     let Some(endpoint) = endpoint else {
@@ -117,6 +144,7 @@ fn preflight(
     }
     match (&endpoint.secrets, &endpoint.headers) {
         (Ok(secrets), Ok(headers)) => Ok(Preflight::Send(Target {
+            endpoint: Arc::clone(endpoint),
             url: url.clone(),
             timeout: endpoint.timeout,
             secrets: secrets.clone(),

@@ -31,16 +31,27 @@ impl Completer {
     }
 }
 
+/// What the writer needs.
+#[derive(Debug, Clone)]
+pub struct Writer {
+    pub pool: PgPool,
+    pub worker_id: String,
+    pub health: Arc<Health>,
+    /// Cool-downs for circuits whose probe failed.
+    pub cooldown: Duration,
+    pub max_cooldown: Duration,
+}
+
 /// Starts the writer. It runs until every [`Completer`] is dropped and everything received is
 /// written; a failing write is retried with backoff (the statement is atomic and fenced, so a
 /// retry is safe).
-pub fn spawn(pool: PgPool, worker_id: String, health: Arc<Health>, capacity: usize) -> (Completer, JoinHandle<()>) {
+pub fn spawn(writer: Writer, capacity: usize) -> (Completer, JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
-    let task = tokio::spawn(write_loop(pool, worker_id, health, rx));
+    let task = tokio::spawn(write_loop(writer, rx));
     (Completer { tx }, task)
 }
 
-async fn write_loop(pool: PgPool, worker_id: String, health: Arc<Health>, mut rx: mpsc::Receiver<Completion>) {
+async fn write_loop(writer: Writer, mut rx: mpsc::Receiver<Completion>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while let Some(first) = rx.recv().await {
         batch.push(first);
@@ -51,18 +62,28 @@ async fn write_loop(pool: PgPool, worker_id: String, health: Arc<Health>, mut rx
                 Ok(None) | Err(_) => break,
             }
         }
-        write(&pool, &worker_id, &health, &batch).await;
+        write(&writer, &batch).await;
         batch.clear();
     }
 }
 
-async fn write(pool: &PgPool, worker_id: &str, health: &Health, batch: &[Completion]) {
+async fn write(writer: &Writer, batch: &[Completion]) {
     let mut backoff = RETRY_MIN;
     loop {
-        match queue::complete_batch(pool, worker_id, batch).await {
-            Ok(applied) => {
-                health.database_ok();
-                let stale = i64::try_from(batch.len()).unwrap_or(i64::MAX) - applied;
+        match queue::complete_batch(&writer.pool, &writer.worker_id, batch, writer.cooldown, writer.max_cooldown).await
+        {
+            Ok(done) => {
+                writer.health.database_ok();
+                for _ in 0..done.closed {
+                    crate::metrics::breaker_transition("closed");
+                }
+                for _ in 0..done.reopened {
+                    crate::metrics::breaker_transition("open");
+                }
+                if done.closed + done.reopened > 0 {
+                    tracing::info!(closed = done.closed, reopened = done.reopened, "Circuit probes decided");
+                }
+                let stale = i64::try_from(batch.len()).unwrap_or(i64::MAX) - done.applied;
                 if stale > 0 {
                     tracing::warn!(
                         stale,

@@ -24,6 +24,14 @@
 //! | `WEBHOOK_DRAIN_DEADLINE` | on SIGTERM, how long in-flight deliveries may finish | 20s |
 //! | `WEBHOOK_METRICS_ADDR` | `/metrics`, `/healthz`, `/readyz` listen address | 0.0.0.0:9090 |
 //! | `WEBHOOK_DB_POOL_SIZE` | database connections per worker | 10 |
+//! | `WEBHOOK_RATE_LIMIT_PER_SECOND` | default per-endpoint rate across the fleet (0: none) | 0 |
+//! | `WEBHOOK_RATE_LIMIT_BURST` | default burst (0: the rate) | 0 |
+//! | `WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT` | requests in flight per endpoint per worker | 32 |
+//! | `WEBHOOK_BREAKER_FAILURE_THRESHOLD` | failures in a row that open a circuit | 5 |
+//! | `WEBHOOK_BREAKER_FAILURE_RATIO` | or this failed fraction (≥ 20 attempts in the window) | 0.5 |
+//! | `WEBHOOK_BREAKER_WINDOW` | failure-ratio window | 60s |
+//! | `WEBHOOK_BREAKER_COOLDOWN` | first cool-down (doubles per failed probe) | 30s |
+//! | `WEBHOOK_BREAKER_MAX_COOLDOWN` | longest cool-down | 10m |
 //! | `WEBHOOK_ATTEMPT_RETENTION` | attempt history kept (whole days) | 14d |
 //! | `WEBHOOK_DEAD_LETTER_RETENTION` | dead letters kept | 30d |
 //! | `WEBHOOK_IDEMPOTENCY_RETENTION` | idempotency keys remembered | 7d |
@@ -84,7 +92,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a worker: claim, sign and deliver until SIGTERM or SIGINT.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Create or upgrade the database schema (safe to run twice and from several pods at once).
     Migrate(DatabaseArgs),
     /// Manage endpoints: add, list, show, update, pause, resume, disable, enable, delete, rotate-secret.
@@ -210,6 +218,30 @@ pub struct WorkerArgs {
     /// PEM file of certificate authorities trusted besides the system roots.
     #[arg(long, env = "WEBHOOK_CA_BUNDLE")]
     pub ca_bundle: Option<PathBuf>,
+    /// Default requests per second per endpoint, across the fleet (0: unlimited).
+    #[arg(long, env = "WEBHOOK_RATE_LIMIT_PER_SECOND", default_value_t = 0)]
+    pub rate_limit_per_second: u32,
+    /// Default burst above the rate per endpoint (0: equal to the rate).
+    #[arg(long, env = "WEBHOOK_RATE_LIMIT_BURST", default_value_t = 0)]
+    pub rate_limit_burst: u32,
+    /// Default requests in flight per endpoint per worker.
+    #[arg(long, env = "WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", default_value_t = 32)]
+    pub max_in_flight_per_endpoint: u32,
+    /// Trip an endpoint's circuit after this many failures in a row.
+    #[arg(long, env = "WEBHOOK_BREAKER_FAILURE_THRESHOLD", default_value_t = 5)]
+    pub breaker_failure_threshold: u32,
+    /// Or when this fraction of attempts in the window failed (with at least 20 attempts).
+    #[arg(long, env = "WEBHOOK_BREAKER_FAILURE_RATIO", default_value_t = 0.5)]
+    pub breaker_failure_ratio: f64,
+    /// The failure-ratio window.
+    #[arg(long, env = "WEBHOOK_BREAKER_WINDOW", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub breaker_window: Duration,
+    /// First cool-down of an open circuit (doubles after each failed probe).
+    #[arg(long, env = "WEBHOOK_BREAKER_COOLDOWN", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub breaker_cooldown: Duration,
+    /// Longest cool-down.
+    #[arg(long, env = "WEBHOOK_BREAKER_MAX_COOLDOWN", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub breaker_max_cooldown: Duration,
     /// How long the attempt history is kept (whole days; at least one).
     #[arg(long, env = "WEBHOOK_ATTEMPT_RETENTION", default_value = "14d", value_parser = humantime::parse_duration)]
     pub attempt_retention: Duration,
@@ -295,6 +327,7 @@ pub struct Settings {
     /// `None`: no metrics/health listener (tests run several workers in one process).
     pub metrics_addr: Option<SocketAddr>,
     pub retention: crate::maintenance::Retention,
+    pub protect: crate::protect::ProtectSettings,
 }
 
 impl WorkerArgs {
@@ -338,6 +371,19 @@ impl WorkerArgs {
                 policy: Arc::new(NetPolicy::new(self.allow_private_cidrs.clone(), self.https_only)),
             },
             metrics_addr: None,
+            protect: crate::protect::ProtectSettings {
+                breaker: crate::breaker::BreakerSettings {
+                    consecutive_failures: self.breaker_failure_threshold.max(1),
+                    failure_ratio: self.breaker_failure_ratio.clamp(0.0, 1.0),
+                    min_requests: 20,
+                    window: self.breaker_window,
+                    cooldown: self.breaker_cooldown,
+                    max_cooldown: self.breaker_max_cooldown,
+                },
+                rate_limit: (self.rate_limit_per_second > 0).then_some(self.rate_limit_per_second),
+                burst: (self.rate_limit_burst > 0).then_some(self.rate_limit_burst),
+                max_in_flight: self.max_in_flight_per_endpoint.max(1),
+            },
             retention: crate::maintenance::Retention {
                 attempts: self.attempt_retention,
                 dead_letters: self.dead_letter_retention,

@@ -72,7 +72,7 @@ pub async fn run(settings: DispatchSettings, parts: Parts, shutdown: Shutdown) {
         let claimed = batch.len();
         if claimed == 0 {
             drop(first);
-            idle(jittered(settings.poll_interval), &shutdown, notified).await;
+            idle(idle_time(&parts.pool, settings.poll_interval).await, &shutdown, notified).await;
             continue;
         }
         start_attempts(&parts, &slots, &tracker, first, batch, &shutdown);
@@ -168,6 +168,16 @@ async fn idle(wait: Duration, shutdown: &Shutdown, woken: impl std::future::Futu
         () = tokio::time::sleep(wait) => {}
         () = woken => {}
         () = shutdown.stop_claiming.cancelled() => {}
+    }
+}
+
+/// How long to idle with nothing claimable: until the next scheduled delivery is due (retries,
+/// deferrals), but no longer than a jittered poll interval. Inserts wake the dispatcher earlier.
+async fn idle_time(pool: &PgPool, poll: Duration) -> Duration {
+    let poll = jittered(poll);
+    match queue::next_due(pool).await {
+        Ok(Some(due)) => (due - chrono::Utc::now()).to_std().unwrap_or_default().clamp(Duration::from_millis(5), poll),
+        Ok(None) | Err(_) => poll,
     }
 }
 

@@ -30,6 +30,41 @@ pub struct Endpoint {
     pub secrets: Result<Vec<SigningSecret>, String>,
     /// Custom request headers (name, value), or why one could not be decrypted.
     pub headers: Result<Vec<(String, String)>, String>,
+    pub rate_limit: Option<u32>,
+    pub burst: Option<u32>,
+    pub max_in_flight: Option<u32>,
+    pub circuit: Circuit,
+}
+
+/// The fleet's circuit for an endpoint, as stored on its row.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct Circuit {
+    /// `closed`, `open` or `half_open`.
+    #[sqlx(rename = "circuit_state")]
+    pub state: String,
+    #[sqlx(rename = "circuit_open_until")]
+    pub open_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The one delivery allowed through while half-open.
+    #[sqlx(rename = "circuit_probe_delivery")]
+    pub probe_delivery: Option<i64>,
+}
+
+impl Default for Circuit {
+    fn default() -> Self {
+        Self { state: "closed".into(), open_until: None, probe_delivery: None }
+    }
+}
+
+const LOAD_CIRCUIT: &str = r#"
+SELECT circuit_state, circuit_open_until, circuit_probe_delivery FROM webhook.endpoints WHERE id = $1
+"#;
+
+/// The endpoint's circuit as the database has it now (`None`: no such endpoint).
+///
+/// # Errors
+/// The database error.
+pub async fn load_circuit(pool: &PgPool, id: Uuid) -> Result<Option<Circuit>, sqlx::Error> {
+    sqlx::query_as(LOAD_CIRCUIT).bind(id).fetch_optional(pool).await
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -39,6 +74,11 @@ struct EndpointRow {
     state: String,
     state_reason: Option<String>,
     timeout_ms: Option<i32>,
+    rate_limit_per_second: Option<i32>,
+    rate_limit_burst: Option<i32>,
+    max_in_flight: Option<i32>,
+    #[sqlx(flatten)]
+    circuit: Circuit,
 }
 
 #[derive(Debug, sqlx::FromRow)]
@@ -50,7 +90,9 @@ struct SealedRow {
 }
 
 const LOAD_ENDPOINTS: &str = r#"
-SELECT id, url, state, state_reason, timeout_ms FROM webhook.endpoints WHERE id = ANY($1)
+SELECT id, url, state, state_reason, timeout_ms, rate_limit_per_second, rate_limit_burst, max_in_flight,
+       circuit_state, circuit_open_until, circuit_probe_delivery
+FROM webhook.endpoints WHERE id = ANY($1)
 "#;
 
 const LOAD_SECRETS: &str = r#"
@@ -122,6 +164,10 @@ pub async fn load(pool: &PgPool, key_ring: &KeyRing, ids: &[Uuid]) -> Result<Has
                     .remove(&row.id)
                     .unwrap_or_else(|| Err("the endpoint has no signing secret".to_owned())),
                 headers: headers.remove(&row.id).unwrap_or_else(|| Ok(Vec::new())),
+                rate_limit: row.rate_limit_per_second.and_then(|v| u32::try_from(v).ok()),
+                burst: row.rate_limit_burst.and_then(|v| u32::try_from(v).ok()),
+                max_in_flight: row.max_in_flight.and_then(|v| u32::try_from(v).ok()),
+                circuit: row.circuit,
             };
             (row.id, endpoint)
         })
@@ -194,6 +240,10 @@ impl EndpointCache {
                 timeout: endpoint.timeout,
                 secrets: Ok(Vec::new()),
                 headers: Ok(Vec::new()),
+                rate_limit: endpoint.rate_limit,
+                burst: endpoint.burst,
+                max_in_flight: endpoint.max_in_flight,
+                circuit: endpoint.circuit.clone(),
             };
             *endpoint = Arc::new(disabled);
         }
@@ -201,5 +251,9 @@ impl EndpointCache {
 }
 
 /// Every statement of this module, for the test that prepares them against the real schema.
-pub const STATEMENTS: &[(&str, &str)] =
-    &[("load_endpoints", LOAD_ENDPOINTS), ("load_secrets", LOAD_SECRETS), ("load_headers", LOAD_HEADERS)];
+pub const STATEMENTS: &[(&str, &str)] = &[
+    ("load_endpoints", LOAD_ENDPOINTS),
+    ("load_secrets", LOAD_SECRETS),
+    ("load_headers", LOAD_HEADERS),
+    ("load_circuit", LOAD_CIRCUIT),
+];

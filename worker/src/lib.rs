@@ -16,6 +16,7 @@
 //!   pieces tests share (a throwaway Postgres, a verifying receiver).
 
 pub mod attempt;
+pub mod breaker;
 pub mod cli;
 pub mod completer;
 pub mod config;
@@ -34,6 +35,7 @@ pub mod maintenance;
 pub mod metrics;
 pub mod netguard;
 pub mod pgcluster;
+pub mod protect;
 pub mod queue;
 pub mod receiver;
 pub mod retry;
@@ -92,8 +94,17 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     }
     tracing::info!(worker.id = %settings.worker_id, concurrency = settings.concurrency, "Worker started");
 
-    let (completer, writer) =
-        completer::spawn(pool.clone(), settings.worker_id.clone(), Arc::clone(&health), settings.concurrency * 2);
+    let (completer, writer) = completer::spawn(
+        completer::Writer {
+            pool: pool.clone(),
+            worker_id: settings.worker_id.clone(),
+            health: Arc::clone(&health),
+            cooldown: settings.protect.breaker.cooldown,
+            max_cooldown: settings.protect.breaker.max_cooldown,
+        },
+        settings.concurrency * 2,
+    );
+    let live_workers = Arc::new(std::sync::atomic::AtomicUsize::new(1));
     let wake = Arc::new(Notify::new());
     let listen_stop = CancellationToken::new();
     let listener = tokio::spawn(listen(pool.clone(), Arc::clone(&wake), listen_stop.clone()));
@@ -108,6 +119,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         },
         pool.clone(),
         Arc::clone(&health),
+        Arc::clone(&live_workers),
         maintenance_stop.clone(),
     ));
     let parts = dispatcher::Parts {
@@ -121,6 +133,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
             deliverer,
             retry: settings.retry.clone(),
             max_payload_bytes: settings.max_payload_bytes,
+            guard: protect::Guard::new(pool.clone(), settings.protect, live_workers),
         }),
         completer,
         health,

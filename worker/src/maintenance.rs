@@ -7,6 +7,7 @@
 //! another worker takes over at its next tick.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
@@ -47,7 +48,13 @@ const RETENTION_BATCH: i64 = 5000;
 
 /// Runs heartbeats and, when leading, maintenance, every `interval` until `stop`; then removes
 /// this worker's heartbeat row.
-pub async fn run(settings: MaintenanceSettings, pool: PgPool, health: Arc<Health>, stop: CancellationToken) {
+pub async fn run(
+    settings: MaintenanceSettings,
+    pool: PgPool,
+    health: Arc<Health>,
+    live_workers: Arc<AtomicUsize>,
+    stop: CancellationToken,
+) {
     let mut leader: Option<PgConnection> = None;
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -63,7 +70,7 @@ pub async fn run(settings: MaintenanceSettings, pool: PgPool, health: Arc<Health
         }
         health.database_ok();
         leader = lead(leader, &settings).await;
-        if let Err(err) = publish_stats(&pool).await {
+        if let Err(err) = publish_stats(&pool, &live_workers).await {
             crate::metrics::database_error("stats");
             tracing::warn!(error = %err, "Reading queue statistics failed");
         }
@@ -134,6 +141,10 @@ pub async fn maintain(connection: &mut PgConnection, settings: &MaintenanceSetti
         }
     }
     queue::unpark_resumed(&mut *connection).await?;
+    let probes = queue::pick_probes(&mut *connection).await?;
+    for _ in 0..probes {
+        crate::metrics::breaker_transition("half_open");
+    }
     sqlx::query(COMPUTE_STATS).execute(&mut *connection).await?;
     sqlx::query("DELETE FROM webhook.workers WHERE heartbeat_at < now() - make_interval(secs => $1)")
         .bind(WORKER_EXPIRY_SECONDS)
@@ -253,9 +264,11 @@ const READ_STATS: &str = r#"
 SELECT state, count, extract(epoch FROM now() - oldest_at)::float8 AS age_seconds FROM webhook.queue_stats
 UNION ALL
 SELECT 'workers', count(*), NULL FROM webhook.workers WHERE heartbeat_at > now() - interval '30 seconds'
+UNION ALL
+SELECT 'circuits', count(*), NULL FROM webhook.endpoints WHERE circuit_state <> 'closed'
 "#;
 
-async fn publish_stats(pool: &PgPool) -> Result<(), sqlx::Error> {
+async fn publish_stats(pool: &PgPool, live_workers: &AtomicUsize) -> Result<(), sqlx::Error> {
     let rows: Vec<StatRow> = sqlx::query_as(READ_STATS).fetch_all(pool).await?;
     for row in rows {
         match row.state.as_str() {
@@ -268,7 +281,11 @@ async fn publish_stats(pool: &PgPool) -> Result<(), sqlx::Error> {
             "running" => crate::metrics::queue_stats("running", row.count),
             "paused" => crate::metrics::queue_stats("paused", row.count),
             "dead" => crate::metrics::dead_letters(row.count),
-            "workers" => crate::metrics::workers_live(row.count),
+            "workers" => {
+                crate::metrics::workers_live(row.count);
+                live_workers.store(usize::try_from(row.count).unwrap_or(1).max(1), Ordering::Relaxed);
+            }
+            "circuits" => crate::metrics::breaker_open_endpoints(row.count),
             _ => {}
         }
     }

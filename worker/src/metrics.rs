@@ -145,3 +145,13 @@ pub fn workers_live(count: i64) {
 pub fn dispatcher_progress(unix_seconds: f64) {
     gauge!("webhook_dispatcher_last_progress_timestamp_seconds").set(unix_seconds);
 }
+
+/// Counts a circuit breaker transition (`open`, `half_open`, `closed`).
+pub fn breaker_transition(to: &'static str) {
+    counter!("webhook_breaker_transitions_total", "to" => to).increment(1);
+}
+
+/// Publishes how many endpoints have a circuit that is not closed.
+pub fn breaker_open_endpoints(count: i64) {
+    gauge!("webhook_breaker_open_endpoints").set(count as f64);
+}

@@ -34,13 +34,15 @@ WITH ready AS MATERIALIZED (
     SELECT d.id
     FROM webhook.deliveries d
     WHERE d.state = 'pending' AND d.run_at <= now()
-      -- FIFO endpoints: only the oldest delivery of the endpoint (its head) is claimable, so one is
-      -- in flight at a time and a failing head, rescheduled, blocks the ones behind it. Unordered
-      -- endpoints pay one primary-key probe of the small endpoints table.
+      -- One primary-key probe of the small endpoints table per candidate row decides two things:
+      -- an endpoint whose circuit is not closed is skipped (except for its one probe delivery), and
+      -- of a FIFO endpoint only the oldest delivery (its head) is claimable, so one is in flight at
+      -- a time and a failing head, rescheduled, blocks the ones behind it.
       AND NOT EXISTS (
           SELECT 1 FROM webhook.endpoints e
-          WHERE e.id = d.endpoint_id AND e.ordered
-            AND d.id <> (SELECT min(h.id) FROM webhook.deliveries h WHERE h.endpoint_id = d.endpoint_id)
+          WHERE e.id = d.endpoint_id
+            AND ((e.circuit_state <> 'closed' AND d.id IS DISTINCT FROM e.circuit_probe_delivery)
+                 OR (e.ordered AND d.id <> (SELECT min(h.id) FROM webhook.deliveries h WHERE h.endpoint_id = d.endpoint_id)))
       )
     ORDER BY d.run_at, d.id
     LIMIT $1
@@ -188,18 +190,59 @@ WITH r AS (
     FROM r
     WHERE e.id = r.endpoint_id AND r.disable_reason IS NOT NULL AND e.state <> 'disabled'
     RETURNING e.id
+), probed AS (
+    -- A half-open circuit's probe decides: delivered closes it; a failed attempt opens it again
+    -- with the cool-down doubled (up to $17 ms, starting from $16 ms).
+    UPDATE webhook.endpoints e
+    SET circuit_state = CASE WHEN r.action = 'delivered' THEN 'closed' ELSE 'open' END,
+        circuit_cooldown_ms = CASE WHEN r.action = 'delivered' THEN NULL
+                                   ELSE least(greatest(coalesce(e.circuit_cooldown_ms, 0) * 2, $16), $17) END,
+        circuit_open_until = CASE WHEN r.action = 'delivered' THEN NULL
+                                  ELSE now() + make_interval(secs => (least(greatest(coalesce(e.circuit_cooldown_ms, 0) * 2, $16), $17) / 1000.0)::float8) END,
+        circuit_probe_delivery = NULL,
+        circuit_changed_at = now()
+    FROM r
+    WHERE e.circuit_probe_delivery = r.id AND e.circuit_state = 'half_open' AND r.action IN ('delivered', 'retry', 'dead')
+    RETURNING e.id, e.circuit_state, e.circuit_open_until
+), reopened_backlog AS (
+    -- Move the reopened endpoint's backlog behind the new cool-down, out of the claim's way.
+    UPDATE webhook.deliveries d
+    SET run_at = p.circuit_open_until
+    FROM probed p
+    WHERE p.circuit_state = 'open' AND d.endpoint_id = p.id AND d.state = 'pending'
+      AND d.run_at < p.circuit_open_until AND d.id <> ALL ($1::bigint[])
 )
 SELECT (SELECT count(*) FROM delivered) + (SELECT count(*) FROM retried)
-     + (SELECT count(*) FROM released) + (SELECT count(*) FROM dead) AS applied
+     + (SELECT count(*) FROM released) + (SELECT count(*) FROM dead) AS applied,
+       (SELECT count(*) FROM probed WHERE circuit_state = 'closed') AS closed,
+       (SELECT count(*) FROM probed WHERE circuit_state = 'open') AS reopened
 "#;
 
+/// What a completion batch did besides the rows themselves.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Completed {
+    /// Rows changed (the rest were stale).
+    pub applied: i64,
+    /// Circuits closed by a successful probe.
+    pub closed: i64,
+    /// Circuits opened again by a failed probe.
+    pub reopened: i64,
+}
+
 /// Applies a batch of completions in one statement and records every attempt (not releases) in
-/// the history. Each row changes only if it is still `running` under the completion's lease token;
-/// returns how many rows did (the rest were stale: their lease had expired).
+/// the history. Each row changes only if it is still `running` under the completion's lease token
+/// (the rest were stale: their lease had expired). A completed probe closes or reopens its
+/// circuit, with `cooldown` as the first and `max_cooldown` as the longest cool-down.
 ///
 /// # Errors
 /// The database error; nothing was applied then, and the caller may retry the same batch.
-pub async fn complete_batch(pool: &PgPool, worker_id: &str, batch: &[Completion]) -> Result<i64, sqlx::Error> {
+pub async fn complete_batch(
+    pool: &PgPool,
+    worker_id: &str,
+    batch: &[Completion],
+    cooldown: Duration,
+    max_cooldown: Duration,
+) -> Result<Completed, sqlx::Error> {
     let ids: Vec<i64> = batch.iter().map(|c| c.id).collect();
     let tokens: Vec<i64> = batch.iter().map(|c| c.lease_token).collect();
     let actions: Vec<&str> = batch.iter().map(|c| c.action.as_str()).collect();
@@ -214,7 +257,8 @@ pub async fn complete_batch(pool: &PgPool, worker_id: &str, batch: &[Completion]
     let outcomes: Vec<&str> = batch.iter().map(|c| c.outcome).collect();
     let excerpts: Vec<Option<&str>> = batch.iter().map(|c| c.response_excerpt.as_deref()).collect();
     let disables: Vec<Option<&str>> = batch.iter().map(|c| c.disable_endpoint.as_deref()).collect();
-    sqlx::query_scalar(COMPLETE_BATCH)
+    let millis = |d: Duration| i32::try_from(d.as_millis()).unwrap_or(i32::MAX);
+    sqlx::query_as(COMPLETE_BATCH)
         .bind(ids)
         .bind(tokens)
         .bind(actions)
@@ -230,6 +274,8 @@ pub async fn complete_batch(pool: &PgPool, worker_id: &str, batch: &[Completion]
         .bind(excerpts)
         .bind(disables)
         .bind(worker_id)
+        .bind(millis(cooldown))
+        .bind(millis(max_cooldown))
         .fetch_one(pool)
         .await
 }
@@ -300,10 +346,123 @@ pub async fn unpark_resumed<'e>(executor: impl sqlx::PgExecutor<'e>) -> Result<u
     Ok(sqlx::query(UNPARK_RESUMED).execute(executor).await?.rows_affected())
 }
 
+const OPEN_CIRCUIT: &str = r#"
+WITH opened AS (
+    UPDATE webhook.endpoints
+    SET circuit_state = 'open', circuit_open_until = now() + make_interval(secs => ($2 / 1000.0)::float8),
+        circuit_cooldown_ms = $2, circuit_probe_delivery = NULL, circuit_changed_at = now()
+    WHERE id = $1 AND circuit_state = 'closed'
+    RETURNING id, circuit_open_until
+), deferred AS (
+    UPDATE webhook.deliveries d
+    SET run_at = o.circuit_open_until
+    FROM opened o
+    WHERE d.endpoint_id = o.id AND d.state = 'pending' AND d.run_at < o.circuit_open_until
+    RETURNING d.id
+)
+SELECT (SELECT count(*) FROM opened) > 0
+"#;
+
+/// Opens the circuit of `endpoint` for `cooldown` if it is closed, and moves its waiting backlog
+/// behind the cool-down (no attempt is spent; the claim skips the endpoint meanwhile). Returns
+/// whether this call opened it (another worker may have been first).
+///
+/// # Errors
+/// The database error.
+pub async fn open_circuit(pool: &PgPool, endpoint: Uuid, cooldown: Duration) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(OPEN_CIRCUIT)
+        .bind(endpoint)
+        .bind(i32::try_from(cooldown.as_millis()).unwrap_or(i32::MAX))
+        .fetch_one(pool)
+        .await
+}
+
+const PICK_PROBES: &str = r#"
+WITH due AS (
+    SELECT e.id,
+           (SELECT d.id FROM webhook.deliveries d
+            WHERE d.endpoint_id = e.id AND d.state = 'pending' ORDER BY d.run_at, d.id LIMIT 1) AS probe
+    FROM webhook.endpoints e
+    WHERE (e.circuit_state = 'open' AND e.circuit_open_until <= now())
+       OR (e.circuit_state = 'half_open'
+           AND NOT EXISTS (SELECT 1 FROM webhook.deliveries p WHERE p.id = e.circuit_probe_delivery))
+), half AS (
+    UPDATE webhook.endpoints e
+    SET circuit_state = 'half_open', circuit_probe_delivery = due.probe, circuit_changed_at = now()
+    FROM due
+    WHERE e.id = due.id AND due.probe IS NOT NULL
+    RETURNING e.id, due.probe
+), due_now AS (
+    UPDATE webhook.deliveries d SET run_at = now() FROM half WHERE d.id = half.probe AND d.state = 'pending'
+)
+SELECT count(*) FROM half
+"#;
+
+/// Turns every open circuit whose cool-down has passed (and every half-open circuit whose probe
+/// vanished) into half-open with exactly one probe: the endpoint's oldest waiting delivery, made
+/// due now. Circuits without waiting deliveries stay as they are until one arrives. Run by the
+/// leader; returns how many circuits went half-open.
+///
+/// # Errors
+/// The database error.
+pub async fn pick_probes<'e>(executor: impl sqlx::PgExecutor<'e>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(PICK_PROBES).fetch_one(executor).await
+}
+
+const SPREAD_BACKLOG: &str = r#"
+UPDATE webhook.deliveries d
+SET run_at = now() + make_interval(secs => (s.rank * $2 / 1000.0)::float8)
+FROM (
+    SELECT id, row_number() OVER (ORDER BY run_at, id) AS rank
+    FROM webhook.deliveries
+    WHERE endpoint_id = $1 AND state = 'pending' AND run_at <= now() + make_interval(secs => $3)
+) s
+WHERE d.id = s.id AND d.state = 'pending'
+"#;
+
+/// Spreads the waiting backlog of a saturated endpoint over time, `interval_ms` apart in queue
+/// order, so that it stops occupying the head of the queue (and every claim) while it waits for
+/// its rate limit or in-flight cap. Rows already scheduled more than `horizon` ahead are left
+/// alone. No attempt is spent. Returns the rows moved.
+///
+/// # Errors
+/// The database error.
+pub async fn spread_backlog(
+    pool: &PgPool,
+    endpoint: Uuid,
+    interval_ms: f64,
+    horizon: Duration,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(SPREAD_BACKLOG)
+        .bind(endpoint)
+        .bind(interval_ms)
+        .bind(horizon.as_secs_f64())
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
+
+const NEXT_DUE: &str = r#"
+SELECT min(run_at) FROM webhook.deliveries WHERE state = 'pending'
+"#;
+
+/// When the next pending delivery is due (`None`: nothing is pending). One probe of the claim
+/// index; the dispatcher sleeps until then instead of a whole poll interval.
+///
+/// # Errors
+/// The database error.
+pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(NEXT_DUE).fetch_one(pool).await
+}
+
 /// Every statement of this module, for the test that prepares them against the real schema.
 pub const STATEMENTS: &[(&str, &str)] = &[
     ("claim_batch", CLAIM_BATCH),
     ("complete_batch", COMPLETE_BATCH),
     ("reap_expired_leases", REAP_EXPIRED_LEASES),
     ("unpark_resumed", UNPARK_RESUMED),
+    ("open_circuit", OPEN_CIRCUIT),
+    ("pick_probes", PICK_PROBES),
+    ("spread_backlog", SPREAD_BACKLOG),
+    ("next_due", NEXT_DUE),
 ];

@@ -28,6 +28,11 @@ pub fn settings(db: &TestDb, retry: &str) -> Settings {
     args.http_timeout = Duration::from_secs(5);
     args.lease_duration = Duration::from_secs(30);
     args.drain_deadline = Duration::from_secs(5);
+    // Tests of retries and dead letters use failing receivers; the breaker and the in-flight cap
+    // have their own tests, which set these back.
+    args.breaker_failure_threshold = 1000;
+    args.breaker_failure_ratio = 1.0;
+    args.max_in_flight_per_endpoint = 1000;
     let database = DatabaseArgs { database_url: Some(db.url.clone().into()), db_pool_size: 5 };
     args.settings(&database, KeyRing::parse(key_ring_text()).unwrap()).unwrap()
 }
