@@ -62,6 +62,7 @@ async fn endpoint_lifecycle_from_the_command_line() {
     assert_eq!(shown["ordered"], true);
     assert_eq!(shown["header_names"], serde_json::json!(["x-api-key"]));
     assert_eq!(shown["state"], "active");
+    assert_eq!(shown["circuit_state"], "closed");
     let stored: Vec<u8> =
         sqlx::query_scalar("SELECT ciphertext FROM webhook.endpoint_headers").fetch_one(&db.pool).await.unwrap();
     assert!(!String::from_utf8_lossy(&stored).contains("s3cr3t"), "headers are stored encrypted");

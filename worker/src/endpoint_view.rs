@@ -48,6 +48,9 @@ pub struct EndpointDetail {
     pub max_in_flight: Option<i32>,
     pub timeout_ms: Option<i32>,
     pub ordered: bool,
+    /// The fleet's circuit: `closed`, `open` (until `circuit_open_until`) or `half_open`.
+    pub circuit_state: String,
+    pub circuit_open_until: Option<DateTime<Utc>>,
     pub header_names: Vec<String>,
     pub secrets: i64,
     pub secret_expiries: Vec<DateTime<Utc>>,
@@ -66,6 +69,7 @@ pub struct EndpointDetail {
 const SHOW: &str = r#"
 SELECT e.id, e.url, e.event_types, e.description, e.state, e.state_reason, e.state_changed_at,
        e.rate_limit_per_second, e.rate_limit_burst, e.max_in_flight, e.timeout_ms, e.ordered,
+       e.circuit_state, e.circuit_open_until,
        coalesce((SELECT array_agg(h.name ORDER BY h.name) FROM webhook.endpoint_headers h WHERE h.endpoint_id = e.id), '{}') AS header_names,
        (SELECT count(*) FROM webhook.endpoint_secrets s WHERE s.endpoint_id = e.id AND (s.expires_at IS NULL OR s.expires_at > now())) AS secrets,
        coalesce((SELECT array_agg(s.expires_at ORDER BY s.expires_at) FROM webhook.endpoint_secrets s

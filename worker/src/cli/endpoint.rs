@@ -306,6 +306,9 @@ async fn show(args: IdArgs) -> anyhow::Result<()> {
         detail.state,
         detail.state_changed_at.format("%Y-%m-%d %H:%M:%S UTC")
     );
+    let until =
+        detail.circuit_open_until.map(|t| format!(" until {}", t.format("%Y-%m-%d %H:%M:%S UTC"))).unwrap_or_default();
+    println!("circuit       {}{until}", detail.circuit_state);
     println!("ordered       {}", if detail.ordered { "yes (FIFO, one in flight)" } else { "no" });
     println!(
         "rate limit    {} /s, burst {}",
