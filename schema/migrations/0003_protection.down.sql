@@ -1,3 +1,4 @@
+DROP TABLE IF EXISTS webhook.endpoint_client_identities;
 DROP INDEX IF EXISTS webhook.endpoints_open_circuits_idx;
 ALTER TABLE webhook.endpoints
     DROP CONSTRAINT endpoints_circuit_state_valid,

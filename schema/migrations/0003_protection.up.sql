@@ -12,3 +12,13 @@ ALTER TABLE webhook.endpoints
 
 -- The leader finds circuits due for a probe.
 CREATE INDEX endpoints_open_circuits_idx ON webhook.endpoints (circuit_open_until) WHERE circuit_state <> 'closed';
+
+-- Optional client certificate (mTLS) per endpoint: certificate chain and private key in PEM,
+-- sealed like secrets (AES-256-GCM, endpoint id as associated data).
+CREATE TABLE webhook.endpoint_client_identities (
+    endpoint_id uuid PRIMARY KEY REFERENCES webhook.endpoints (id) ON DELETE CASCADE,
+    key_id      text NOT NULL,
+    ciphertext  bytea NOT NULL,
+    CONSTRAINT endpoint_client_identities_ciphertext_length CHECK (octet_length(ciphertext) > 28)
+);
+CREATE INDEX endpoint_client_identities_key_id_idx ON webhook.endpoint_client_identities (key_id);

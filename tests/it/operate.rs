@@ -264,7 +264,7 @@ async fn key_rotation_under_load_completes_resumes_and_retires_the_old_key() {
     let status: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         status,
-        serde_json::json!([{ "key_id": "new", "secrets": 30, "headers": 30, "in_key_ring": true, "active": true }])
+        serde_json::json!([{ "key_id": "new", "secrets": 30, "headers": 30, "client_certificates": 0, "in_key_ring": true, "active": true }])
     );
     assert!(receiver.wait_for(900, Duration::from_secs(120)).await, "only {} of 900 delivered", receiver.count());
     worker.stop().await;

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use webhook_worker::receiver::{Receiver, TestCa, server_config};
+use webhook_worker::receiver::{Receiver, TestCa, server_config, server_config_mtls};
 
 use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until};
 
@@ -172,4 +172,38 @@ async fn https_only_mode_refuses_plain_http() {
         sqlx::query_scalar("SELECT last_error FROM webhook.dead_letters").fetch_one(&db.pool).await.unwrap();
     assert_eq!(error, "refused: plain http URLs are refused: HTTPS-only mode is on");
     assert_eq!(receiver.connections(), 0);
+}
+
+#[tokio::test]
+async fn an_endpoint_with_a_client_certificate_presents_it() {
+    let db = TestDb::new().await;
+    let ca = TestCa::new().unwrap();
+    let receiver =
+        Receiver::start(Some(server_config_mtls(ca.issue_localhost().unwrap(), &ca).unwrap())).await.unwrap();
+    // With the certificate: accepted by a server that requires one.
+    let client =
+        ca.issue(&["webhook-worker"], now() - time::Duration::days(1), now() + time::Duration::days(1)).unwrap();
+    let (with_cert, _) = endpoint(&db.pool, &receiver.url("/mtls")).await;
+    let key_ring = webhook_worker::crypto::KeyRing::parse(crate::support::worker::key_ring_text()).unwrap();
+    let changes = webhook_worker::endpoint_admin::Changes {
+        client_identity: Some(Some(format!("{}\n{}", client.cert_pem, client.key_pem).into_bytes())),
+        ..Default::default()
+    };
+    webhook_worker::endpoint_admin::update(&db.pool, Some(&key_ring), with_cert, &changes).await.unwrap();
+    let stored: Vec<u8> = sqlx::query_scalar("SELECT ciphertext FROM webhook.endpoint_client_identities")
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&stored).contains("PRIVATE KEY"), "the key is stored encrypted");
+    insert_deliveries(&db.pool, with_cert, 1).await;
+    let mut worker_settings = settings(&db, "1h");
+    worker_settings.client.extra_ca_pem = Some(ca.pem().as_bytes().to_vec());
+    let worker = TestWorker::start(worker_settings);
+    assert!(receiver.wait_for(1, WAIT).await, "the delivery with a client certificate was refused");
+    worker.stop().await;
+    // Without one: the handshake fails and the error says why.
+    let (error, delivered) = attempt(&db, &receiver.url("/no-cert"), Some(&ca)).await;
+    assert!(!delivered);
+    assert!(error.contains("CertificateRequired") || error.contains("certificate required"), "{error}");
+    assert_eq!(receiver.count(), 1);
 }

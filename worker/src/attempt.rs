@@ -107,6 +107,7 @@ struct Target {
     timeout: Option<Duration>,
     secrets: Vec<signing::SigningSecret>,
     headers: Vec<(String, String)>,
+    identity: Option<Arc<zeroize::Zeroizing<Vec<u8>>>>,
 }
 
 fn preflight(
@@ -142,15 +143,16 @@ fn preflight(
     if let Err(refusal) = ctx.deliverer.policy().check_url(url) {
         return permanent(DeliveryOutcome::Refused, format!("refused: {refusal}"));
     }
-    match (&endpoint.secrets, &endpoint.headers) {
-        (Ok(secrets), Ok(headers)) => Ok(Preflight::Send(Target {
+    match (&endpoint.secrets, &endpoint.headers, &endpoint.identity) {
+        (Ok(secrets), Ok(headers), Ok(identity)) => Ok(Preflight::Send(Target {
+            identity: identity.clone(),
             endpoint: Arc::clone(endpoint),
             url: url.clone(),
             timeout: endpoint.timeout,
             secrets: secrets.clone(),
             headers: headers.clone(),
         })),
-        (Err(reason), _) | (_, Err(reason)) => {
+        (Err(reason), _, _) | (_, Err(reason), _) | (_, _, Err(reason)) => {
             Err(Attempted::not_sent(Outcome::NotSent, DeliveryOutcome::Retried, format!("not sent: {reason}")))
         }
     }
@@ -168,6 +170,7 @@ async fn send(ctx: &AttemptContext, delivery: &ClaimedDelivery, target: Target) 
         body,
         timeout: target.timeout,
         headers: &target.headers,
+        identity: target.identity.as_deref().map(|pem| pem.as_slice()),
     };
     let started = Instant::now();
     let result = ctx.deliverer.send(request).await;

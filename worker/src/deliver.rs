@@ -40,6 +40,8 @@ pub enum Error {
     CaBundle(#[source] reqwest::Error),
     #[error("building the HTTP client failed")]
     Build(#[source] reqwest::Error),
+    #[error("the endpoint's client certificate is not a valid PEM certificate chain and private key")]
+    Identity(#[source] reqwest::Error),
     #[error("timed out after {0:?}")]
     Timeout(Duration),
     #[error("{0}")]
@@ -65,15 +67,20 @@ pub struct OutboundRequest<'a> {
     pub body: String,
     /// Overrides the client's total timeout.
     pub timeout: Option<Duration>,
+    /// PEM client certificate chain and key to present (mTLS).
+    pub identity: Option<&'a [u8]>,
     /// The endpoint's custom headers, added before the signature headers.
     pub headers: &'a [(String, String)],
 }
 
-/// A pooled HTTP(S) client that delivers webhooks.
+/// A pooled HTTP(S) client that delivers webhooks, plus one per mTLS client identity.
 #[derive(Debug, Clone)]
 pub struct Deliverer {
     client: reqwest::Client,
     settings: ClientSettings,
+    lookup: Arc<dyn Lookup>,
+    /// Clients presenting a client certificate, by SHA-256 of the identity PEM.
+    with_identity: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], reqwest::Client>>>,
 }
 
 /// Installs ring as rustls' process-wide crypto provider (reqwest is built without one).
@@ -92,23 +99,44 @@ impl Deliverer {
     /// [`Error::CaBundle`] for an unreadable bundle, [`Error::Build`] if the TLS stack fails.
     pub fn new(settings: ClientSettings, lookup: Arc<dyn Lookup>) -> Result<Self, Error> {
         install_crypto_provider();
-        let mut builder = reqwest::Client::builder()
-            .tls_version_min(reqwest::tls::Version::TLS_1_2)
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .dns_resolver(GuardedResolver::new(Arc::clone(&settings.policy), lookup))
-            .connect_timeout(settings.connect_timeout)
-            .timeout(settings.timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true);
-        if let Some(pem) = &settings.extra_ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(Error::CaBundle)?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        let client = builder.build().map_err(Error::Build)?;
-        Ok(Self { client, settings })
+        let client = builder(&settings, &lookup)?.build().map_err(Error::Build)?;
+        Ok(Self { client, settings, lookup, with_identity: Arc::default() })
     }
 
+    /// The client presenting `identity`, built once per distinct identity and then pooled.
+    fn client_for(&self, identity: Option<&[u8]>) -> Result<reqwest::Client, Error> {
+        use sha2::Digest as _;
+        let Some(pem) = identity else { return Ok(self.client.clone()) };
+        let digest: [u8; 32] = sha2::Sha256::digest(pem).into();
+        let mut clients = self.with_identity.lock().expect("client cache lock poisoned");
+        if let Some(client) = clients.get(&digest) {
+            return Ok(client.clone());
+        }
+        let identity = reqwest::Identity::from_pem(pem).map_err(Error::Identity)?;
+        let client = builder(&self.settings, &self.lookup)?.identity(identity).build().map_err(Error::Identity)?;
+        clients.insert(digest, client.clone());
+        Ok(client)
+    }
+}
+
+fn builder(settings: &ClientSettings, lookup: &Arc<dyn Lookup>) -> Result<reqwest::ClientBuilder, Error> {
+    let mut builder = reqwest::Client::builder()
+        .tls_version_min(reqwest::tls::Version::TLS_1_2)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(GuardedResolver::new(Arc::clone(&settings.policy), Arc::clone(lookup)))
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true);
+    if let Some(pem) = &settings.extra_ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(Error::CaBundle)?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    Ok(builder)
+}
+
+impl Deliverer {
     /// The network policy this client enforces.
     pub fn policy(&self) -> &NetPolicy {
         &self.settings.policy
@@ -122,7 +150,7 @@ impl Deliverer {
     pub async fn send(&self, request: OutboundRequest<'_>) -> Result<Response, Error> {
         self.settings.policy.check_url(request.url)?;
         let timeout = request.timeout.unwrap_or(self.settings.timeout);
-        let mut builder = self.client.post(request.url.clone());
+        let mut builder = self.client_for(request.identity)?.post(request.url.clone());
         for (name, value) in request.headers {
             builder = builder.header(name.as_str(), value.as_str());
         }

@@ -25,6 +25,8 @@ pub enum Error {
     EventType(String),
     #[error("invalid header {0:?}: use `Name: value` with a token name and a printable value")]
     Header(String),
+    #[error("the client certificate and key are not valid PEM: {0}")]
+    ClientIdentity(String),
     #[error("header `{0}` is set by the worker and cannot be overridden")]
     ReservedHeader(String),
     #[error("endpoint {id} is {state}; {action} needs it {needed}")]
@@ -54,6 +56,8 @@ pub struct Changes {
     pub ordered: Option<bool>,
     /// `Name: value` lines; replaces all custom headers when given.
     pub headers: Option<Vec<String>>,
+    /// PEM certificate chain and private key to present (mTLS); `Some(None)` removes it.
+    pub client_identity: Option<Option<Vec<u8>>>,
 }
 
 fn check_url(text: &str) -> Result<String, Error> {
@@ -123,8 +127,36 @@ pub async fn create(
     .await?;
     add_secret(&mut tx, key_ring, id, secret).await?;
     replace_headers(&mut tx, key_ring, id, &headers).await?;
+    if let Some(identity) = &changes.client_identity {
+        replace_identity(&mut tx, key_ring, id, identity.as_deref()).await?;
+    }
     tx.commit().await?;
     Ok(id)
+}
+
+async fn replace_identity(
+    tx: &mut Transaction<'_, Postgres>,
+    key_ring: &KeyRing,
+    id: Uuid,
+    pem: Option<&[u8]>,
+) -> Result<(), Error> {
+    sqlx::query("DELETE FROM webhook.endpoint_client_identities WHERE endpoint_id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    let Some(pem) = pem else { return Ok(()) };
+    crate::deliver::install_crypto_provider();
+    reqwest::Identity::from_pem(pem).map_err(|err| {
+        Error::ClientIdentity(std::error::Error::source(&err).map_or_else(|| err.to_string(), ToString::to_string))
+    })?;
+    let sealed = key_ring.seal(pem, id.as_bytes())?;
+    sqlx::query("INSERT INTO webhook.endpoint_client_identities (endpoint_id, key_id, ciphertext) VALUES ($1, $2, $3)")
+        .bind(id)
+        .bind(&sealed.key_id)
+        .bind(&sealed.ciphertext)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }
 
 async fn add_secret(
@@ -165,7 +197,8 @@ async fn replace_headers(
     Ok(())
 }
 
-/// Applies `changes` to endpoint `id`; `key_ring` is needed only when headers change.
+/// Applies `changes` to endpoint `id`; `key_ring` is needed only when headers or the client
+/// certificate change.
 ///
 /// # Errors
 /// [`Error::NotFound`], a validation error, or a database failure.
@@ -204,6 +237,10 @@ pub async fn update(pool: &PgPool, key_ring: Option<&KeyRing>, id: Uuid, changes
     if let Some(headers) = headers {
         let key_ring = key_ring.ok_or(crate::crypto::Error::EmptyKeyRing)?;
         replace_headers(&mut tx, key_ring, id, &headers).await?;
+    }
+    if let Some(identity) = &changes.client_identity {
+        let key_ring = key_ring.ok_or(crate::crypto::Error::EmptyKeyRing)?;
+        replace_identity(&mut tx, key_ring, id, identity.as_deref()).await?;
     }
     tx.commit().await?;
     Ok(())

@@ -34,6 +34,8 @@ pub struct Endpoint {
     pub burst: Option<u32>,
     pub max_in_flight: Option<u32>,
     pub circuit: Circuit,
+    /// The client certificate and key (PEM) for mTLS, or why it could not be decrypted.
+    pub identity: Result<Option<Arc<zeroize::Zeroizing<Vec<u8>>>>, String>,
 }
 
 /// The fleet's circuit for an endpoint, as stored on its row.
@@ -102,6 +104,12 @@ WHERE endpoint_id = ANY($1) AND (expires_at IS NULL OR expires_at > now())
 ORDER BY id DESC
 "#;
 
+const LOAD_IDENTITIES: &str = r#"
+SELECT endpoint_id, 'client certificate' AS label, key_id, ciphertext
+FROM webhook.endpoint_client_identities
+WHERE endpoint_id = ANY($1)
+"#;
+
 const LOAD_HEADERS: &str = r#"
 SELECT endpoint_id, name AS label, key_id, ciphertext
 FROM webhook.endpoint_headers
@@ -143,6 +151,9 @@ pub async fn load(pool: &PgPool, key_ring: &KeyRing, ids: &[Uuid]) -> Result<Has
     let rows: Vec<EndpointRow> = sqlx::query_as(LOAD_ENDPOINTS).bind(ids).fetch_all(pool).await?;
     let secret_rows: Vec<SealedRow> = sqlx::query_as(LOAD_SECRETS).bind(ids).fetch_all(pool).await?;
     let header_rows: Vec<SealedRow> = sqlx::query_as(LOAD_HEADERS).bind(ids).fetch_all(pool).await?;
+    let identity_rows: Vec<SealedRow> = sqlx::query_as(LOAD_IDENTITIES).bind(ids).fetch_all(pool).await?;
+    let mut identities =
+        open_all(key_ring, identity_rows, "the", |_, bytes| Ok(Arc::new(zeroize::Zeroizing::new(bytes))));
     let mut secrets = open_all(key_ring, secret_rows, "signing secret", |row, bytes| {
         SigningSecret::from_bytes(bytes).map_err(|err| format!("signing secret {} is unusable: {err}", row.label))
     });
@@ -168,6 +179,7 @@ pub async fn load(pool: &PgPool, key_ring: &KeyRing, ids: &[Uuid]) -> Result<Has
                 burst: row.rate_limit_burst.and_then(|v| u32::try_from(v).ok()),
                 max_in_flight: row.max_in_flight.and_then(|v| u32::try_from(v).ok()),
                 circuit: row.circuit,
+                identity: identities.remove(&row.id).map_or(Ok(None), |found| found.map(|mut list| list.pop())),
             };
             (row.id, endpoint)
         })
@@ -244,6 +256,7 @@ impl EndpointCache {
                 burst: endpoint.burst,
                 max_in_flight: endpoint.max_in_flight,
                 circuit: endpoint.circuit.clone(),
+                identity: Ok(None),
             };
             *endpoint = Arc::new(disabled);
         }

@@ -30,12 +30,15 @@ pub struct KeyUsage {
     pub key_id: String,
     pub secrets: i64,
     pub headers: i64,
+    pub client_certificates: i64,
 }
 
 const USAGE: &str = r#"
-SELECT key_id, count(*) FILTER (WHERE kind = 'secret') AS secrets, count(*) FILTER (WHERE kind = 'header') AS headers
+SELECT key_id, count(*) FILTER (WHERE kind = 'secret') AS secrets, count(*) FILTER (WHERE kind = 'header') AS headers,
+       count(*) FILTER (WHERE kind = 'identity') AS client_certificates
 FROM (SELECT key_id, 'secret' AS kind FROM webhook.endpoint_secrets
-      UNION ALL SELECT key_id, 'header' FROM webhook.endpoint_headers) k
+      UNION ALL SELECT key_id, 'header' FROM webhook.endpoint_headers
+      UNION ALL SELECT key_id, 'identity' FROM webhook.endpoint_client_identities) k
 GROUP BY key_id ORDER BY key_id
 "#;
 
@@ -52,6 +55,7 @@ pub async fn usage(pool: &PgPool) -> Result<Vec<KeyUsage>, sqlx::Error> {
 enum Kind {
     Secrets,
     Headers,
+    Identities,
 }
 
 impl Kind {
@@ -59,6 +63,7 @@ impl Kind {
         match self {
             Self::Secrets => "a signing secret",
             Self::Headers => "a header",
+            Self::Identities => "the client certificate",
         }
     }
 
@@ -72,6 +77,10 @@ impl Kind {
                 "SELECT name, endpoint_id, key_id, ciphertext FROM webhook.endpoint_headers \
                  WHERE key_id <> $1 ORDER BY endpoint_id, name LIMIT $2 FOR UPDATE SKIP LOCKED"
             }
+            Self::Identities => {
+                "SELECT '', endpoint_id, key_id, ciphertext FROM webhook.endpoint_client_identities \
+                 WHERE key_id <> $1 ORDER BY endpoint_id LIMIT $2 FOR UPDATE SKIP LOCKED"
+            }
         }
     }
 
@@ -82,6 +91,9 @@ impl Kind {
             }
             Self::Headers => {
                 "UPDATE webhook.endpoint_headers SET key_id = $3, ciphertext = $4 WHERE name = $1 AND endpoint_id = $2"
+            }
+            Self::Identities => {
+                "UPDATE webhook.endpoint_client_identities SET key_id = $3, ciphertext = $4 WHERE $1 = '' AND endpoint_id = $2"
             }
         }
     }
@@ -132,7 +144,7 @@ pub async fn rotate(
 ) -> Result<usize, Error> {
     let mut total = 0;
     let mut batches = 0;
-    for kind in [Kind::Secrets, Kind::Headers] {
+    for kind in [Kind::Secrets, Kind::Headers, Kind::Identities] {
         loop {
             if max_batches.is_some_and(|max| batches >= max) {
                 return Ok(total);

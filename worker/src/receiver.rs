@@ -254,6 +254,7 @@ async fn handle(
 pub struct TestCa {
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
     pem: String,
+    der: rustls::pki_types::CertificateDer<'static>,
 }
 
 impl std::fmt::Debug for TestCa {
@@ -284,7 +285,7 @@ impl TestCa {
         params.key_usages = vec![rcgen::KeyUsagePurpose::KeyCertSign, rcgen::KeyUsagePurpose::CrlSign];
         let key = rcgen::KeyPair::generate()?;
         let certificate = params.self_signed(&key)?;
-        Ok(Self { pem: certificate.pem(), issuer: rcgen::Issuer::new(params, key) })
+        Ok(Self { pem: certificate.pem(), der: certificate.der().clone(), issuer: rcgen::Issuer::new(params, key) })
     }
 
     /// The CA certificate in PEM, for the worker's extra CA bundle.
@@ -338,6 +339,26 @@ pub fn server_config(
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(versions)?
         .with_no_client_auth()
+        .with_single_cert(issued.chain, issued.key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Like [`server_config`], but the server requires a client certificate issued by `client_ca`
+/// (mutual TLS).
+///
+/// # Errors
+/// If the key does not match or the CA is unusable.
+pub fn server_config_mtls(issued: Issued, client_ca: &TestCa) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(client_ca.der.clone())?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+        .build()
+        .map_err(|err| rustls::Error::General(err.to_string()))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_client_cert_verifier(verifier)
         .with_single_cert(issued.chain, issued.key)?;
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))

@@ -64,6 +64,15 @@ pub struct SettingArgs {
     /// Deliver strictly in enqueue order, one at a time (`true`/`false`).
     #[arg(long)]
     pub ordered: Option<bool>,
+    /// PEM client certificate (chain) to present to this endpoint (mTLS); needs --client-key.
+    #[arg(long, requires = "client_key")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --client-cert. Stored encrypted.
+    #[arg(long, requires = "client_cert")]
+    pub client_key: Option<std::path::PathBuf>,
+    /// Stop presenting a client certificate (update only).
+    #[arg(long, conflicts_with = "client_cert")]
+    pub no_client_cert: bool,
 }
 
 impl SettingArgs {
@@ -97,7 +106,19 @@ impl SettingArgs {
             timeout_ms,
             ordered: self.ordered,
             headers: self.headers.clone(),
+            client_identity: self.client_identity()?,
         })
+    }
+
+    fn client_identity(&self) -> anyhow::Result<Option<Option<Vec<u8>>>> {
+        if self.no_client_cert {
+            return Ok(Some(None));
+        }
+        let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) else { return Ok(None) };
+        let mut pem = std::fs::read(cert).with_context(|| format!("reading --client-cert {}", cert.display()))?;
+        pem.push(b'\n');
+        pem.extend(std::fs::read(key).with_context(|| format!("reading --client-key {}", key.display()))?);
+        Ok(Some(Some(pem)))
     }
 }
 
@@ -223,8 +244,9 @@ pub async fn run(command: EndpointCommand) -> anyhow::Result<()> {
         EndpointCommand::Show(args) => show(args).await,
         EndpointCommand::Update(args) => {
             let changes = args.settings.changes(args.url.as_deref())?;
-            // The key ring is needed only to seal new headers.
-            let ring = changes.headers.is_some().then(|| args.keys.key_ring()).transpose()?;
+            // The key ring is needed only to seal new headers or a client certificate.
+            let sealing = changes.headers.is_some() || matches!(changes.client_identity, Some(Some(_)));
+            let ring = sealing.then(|| args.keys.key_ring()).transpose()?;
             let pool = connect(&args.database).await?;
             endpoint_admin::update(&pool, ring.as_ref(), args.id, &changes).await?;
             if args.json {

@@ -72,7 +72,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             .iter()
             .map(|u| {
                 serde_json::json!({
-                    "key_id": u.key_id, "secrets": u.secrets, "headers": u.headers,
+                    "key_id": u.key_id, "secrets": u.secrets, "headers": u.headers, "client_certificates": u.client_certificates,
                     "in_key_ring": ring.as_ref().map(|r| r.contains(&u.key_id)),
                     "active": ring.as_ref().map(|r| r.active_key_id() == u.key_id),
                 })
@@ -80,7 +80,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             .collect();
         return print_json(&rows);
     }
-    println!("{:<20}  {:>8}  {:>8}  KEY RING", "KEY ID", "SECRETS", "HEADERS");
+    println!("{:<20}  {:>8}  {:>8}  {:>8}  KEY RING", "KEY ID", "SECRETS", "HEADERS", "CLIENT CERTS");
     for u in &usage {
         let note = match &ring {
             Some(r) if r.active_key_id() == u.key_id => "active (encrypts)",
@@ -88,7 +88,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             Some(_) => "MISSING: these cannot be decrypted",
             None => "(no key ring given)",
         };
-        println!("{:<20}  {:>8}  {:>8}  {note}", u.key_id, u.secrets, u.headers);
+        println!("{:<20}  {:>8}  {:>8}  {:>12}  {note}", u.key_id, u.secrets, u.headers, u.client_certificates);
     }
     if usage.is_empty() {
         println!("(no ciphertexts stored)");
