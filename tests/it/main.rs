@@ -6,6 +6,7 @@
 mod delivery;
 mod fleet;
 mod history;
+mod observe;
 mod operate;
 mod process;
 mod producer;

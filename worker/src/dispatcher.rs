@@ -49,6 +49,7 @@ pub async fn run(settings: DispatchSettings, parts: Parts, shutdown: Shutdown) {
     let mut backoff = Duration::from_millis(100);
     loop {
         parts.health.progress();
+        crate::metrics::in_flight(settings.concurrency - slots.available_permits());
         let first = tokio::select! {
             permit = Arc::clone(&slots).acquire_owned() => permit.expect("the semaphore is never closed"),
             () = shutdown.stop_claiming.cancelled() => break,
@@ -76,7 +77,6 @@ pub async fn run(settings: DispatchSettings, parts: Parts, shutdown: Shutdown) {
             continue;
         }
         start_attempts(&parts, &slots, &tracker, first, batch, &shutdown);
-        crate::metrics::in_flight(settings.concurrency - slots.available_permits());
     }
     tracker.close();
     tracing::info!(in_flight = tracker.len(), "Stopped claiming; waiting for in-flight deliveries");

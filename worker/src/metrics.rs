@@ -60,10 +60,38 @@ pub fn install() -> PrometheusHandle {
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
             describe();
+            register_zeroes();
             gauge!("webhook_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             handle
         })
         .clone()
+}
+
+/// Every labelled series exists from the start (at zero), so dashboards and alerts see them and
+/// `rate()` has a starting point.
+fn register_zeroes() {
+    use DeliveryOutcome::*;
+    for outcome in [Delivered, Retried, Failed, Dead, Throttled, Refused, Deferred] {
+        counter!("webhook_deliveries_total", "outcome" => outcome.as_str()).increment(0);
+    }
+    for to in ["open", "half_open", "closed"] {
+        counter!("webhook_breaker_transitions_total", "to" => to).increment(0);
+    }
+    for operation in ["claim", "complete", "endpoints", "heartbeat", "stats", "maintenance"] {
+        counter!("webhook_database_errors_total", "operation" => operation).increment(0);
+    }
+    for state in ["ready", "scheduled", "running", "paused"] {
+        gauge!("webhook_queue_depth", "state" => state).set(0.0);
+    }
+    for gauge_name in [
+        "webhook_dead_letters",
+        "webhook_queue_oldest_ready_age_seconds",
+        "webhook_in_flight",
+        "webhook_breaker_open_endpoints",
+        "webhook_workers_live",
+    ] {
+        gauge!(gauge_name).set(0.0);
+    }
 }
 
 fn describe() {
