@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use webhook_worker::receiver::{Answer, Receiver};
 
-use crate::support::cli::binary;
+use crate::support::cli::{binary, free_port, stop};
 use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until};
 
 /// Starts a worker process with its metrics on `port`.
@@ -20,10 +20,6 @@ fn worker_process(db: &TestDb, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Waits until the worker on `port` reports `webhook_workers_live` of at least `n` (it then
@@ -47,11 +43,6 @@ async fn wait_for_live_workers(port: u16, n: usize) {
         assert!(tokio::time::Instant::now() < deadline, "worker on {port} never saw {n} live workers");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn stop(mut child: Child) {
-    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
 }
 
 /// The largest number of arrivals in any one-second window starting at or after `from`.

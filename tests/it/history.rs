@@ -6,16 +6,10 @@ use chrono::{NaiveDate, Utc};
 use serde_json::Value;
 use webhook_worker::receiver::{Answer, Receiver};
 
-use crate::support::cli::{binary, run};
+use crate::support::cli::{binary, json, run};
 use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn json(args: &[&str], db: &TestDb) -> Value {
-    let (code, out, err) = run(binary(db).args(args));
-    assert_eq!(code, 0, "{args:?} failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
-}
 
 #[tokio::test]
 async fn dead_letters_are_listed_shown_and_replayed_once_with_the_same_webhook_id() {

@@ -7,12 +7,8 @@ use std::time::Duration;
 use webhook_worker::pgcluster::Cluster;
 use webhook_worker::receiver::{Answer, Receiver};
 
-use crate::support::cli::binary;
+use crate::support::cli::{binary, free_port, stop};
 use crate::support::{TestDb, endpoint, insert_deliveries, wait_until};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 /// GET `path` on 127.0.0.1:`port`: (status, body), or `None` when nothing answers.
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
@@ -56,11 +52,6 @@ fn spawn_worker(db: &TestDb, port: u16, extra: &[(&str, &str)]) -> Child {
         command.env(key, value);
     }
     command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
-}
-
-fn stop(mut child: Child) {
-    let _ = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
-    let _ = child.wait();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,16 +9,10 @@ use serde_json::Value;
 use webhook_worker::crypto::KeyRing;
 use webhook_worker::receiver::Receiver;
 
-use crate::support::cli::{binary, run};
+use crate::support::cli::{binary, json, run};
 use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until};
 
 const WAIT: Duration = Duration::from_secs(30);
-
-fn json(args: &[&str], db: &TestDb) -> Value {
-    let (code, out, err) = run(binary(db).args(args));
-    assert_eq!(code, 0, "{args:?} failed: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
-}
 
 fn fails(args: &[&str], db: &TestDb, code: i32, message: &str) {
     let (got, _, err) = run(binary(db).args(args));
@@ -258,6 +252,16 @@ async fn key_rotation_under_load_completes_resumes_and_retires_the_old_key() {
     let (code, out, err) = rotate(None);
     assert_eq!(code, 0, "{err}");
     assert!(out.starts_with("rotation complete: 46 re-encrypted now; every ciphertext uses `new`"), "{out}");
+    let mut again = binary(&db);
+    again.env("WEBHOOK_ENCRYPTION_KEYS", &new_text).args(["keys", "rotate", "--json"]);
+    let (code, out, _) = run(&mut again);
+    assert_eq!(code, 0);
+    let again: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (again["re_encrypted"].as_i64(), again["complete"].as_bool()),
+        (Some(0), Some(true)),
+        "a finished rotation is a no-op"
+    );
     let mut status_command = binary(&db);
     status_command.env("WEBHOOK_ENCRYPTION_KEYS", &new_text).args(["keys", "status", "--json"]);
     let (_, out, _) = run(&mut status_command);

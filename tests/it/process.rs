@@ -71,6 +71,8 @@ async fn sigterm_within_the_drain_deadline_finishes_in_flight_deliveries() {
 #[tokio::test]
 async fn operator_commands_add_list_and_enqueue() {
     let db = TestDb::new().await;
+    let (code, out, _) = run(binary(&db).args(["migrate", "--json"]));
+    assert_eq!((code, out.contains("\"schema_version\"")), (0, true), "{out}");
     let (code, out, err) = run(binary(&db).args(["migrate"]));
     assert_eq!(code, 0, "{err}");
     assert_eq!(out.trim(), format!("schema is at version {}", crate::support::migration_count()));

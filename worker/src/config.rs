@@ -94,7 +94,7 @@ pub enum Command {
     /// Run a worker: claim, sign and deliver until SIGTERM or SIGINT.
     Run(Box<RunArgs>),
     /// Create or upgrade the database schema (safe to run twice and from several pods at once).
-    Migrate(DatabaseArgs),
+    Migrate(crate::cli::MigrateArgs),
     /// Manage endpoints: add, list, show, update, pause, resume, disable, enable, delete, rotate-secret.
     #[command(subcommand)]
     Endpoint(crate::cli::endpoint::EndpointCommand),

@@ -149,13 +149,32 @@ async fn replace_identity(
     reqwest::Identity::from_pem(pem).map_err(|err| {
         Error::ClientIdentity(std::error::Error::source(&err).map_or_else(|| err.to_string(), ToString::to_string))
     })?;
-    let sealed = key_ring.seal(pem, id.as_bytes())?;
-    sqlx::query("INSERT INTO webhook.endpoint_client_identities (endpoint_id, key_id, ciphertext) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(&sealed.key_id)
-        .bind(&sealed.ciphertext)
-        .execute(&mut **tx)
-        .await?;
+    insert_sealed(tx, key_ring, id, pem, INSERT_IDENTITY, None).await
+}
+
+const INSERT_SECRET: &str =
+    "INSERT INTO webhook.endpoint_secrets (endpoint_id, key_id, ciphertext) VALUES ($1, $2, $3)";
+const INSERT_HEADER: &str =
+    "INSERT INTO webhook.endpoint_headers (endpoint_id, key_id, ciphertext, name) VALUES ($1, $2, $3, $4)";
+const INSERT_IDENTITY: &str =
+    "INSERT INTO webhook.endpoint_client_identities (endpoint_id, key_id, ciphertext) VALUES ($1, $2, $3)";
+
+/// Seals `plaintext` for endpoint `id` and inserts it with `sql` (endpoint, key id, ciphertext and,
+/// for headers, the name).
+async fn insert_sealed(
+    tx: &mut Transaction<'_, Postgres>,
+    key_ring: &KeyRing,
+    id: Uuid,
+    plaintext: &[u8],
+    sql: &'static str,
+    name: Option<&str>,
+) -> Result<(), Error> {
+    let sealed = key_ring.seal(plaintext, id.as_bytes())?;
+    let mut query = sqlx::query(sql).bind(id).bind(&sealed.key_id).bind(&sealed.ciphertext);
+    if let Some(name) = name {
+        query = query.bind(name);
+    }
+    query.execute(&mut **tx).await?;
     Ok(())
 }
 
@@ -165,14 +184,7 @@ async fn add_secret(
     id: Uuid,
     secret: &SigningSecret,
 ) -> Result<(), Error> {
-    let sealed = key_ring.seal(secret.expose_bytes(), id.as_bytes())?;
-    sqlx::query("INSERT INTO webhook.endpoint_secrets (endpoint_id, key_id, ciphertext) VALUES ($1, $2, $3)")
-        .bind(id)
-        .bind(&sealed.key_id)
-        .bind(&sealed.ciphertext)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
+    insert_sealed(tx, key_ring, id, secret.expose_bytes(), INSERT_SECRET, None).await
 }
 
 async fn replace_headers(
@@ -183,16 +195,7 @@ async fn replace_headers(
 ) -> Result<(), Error> {
     sqlx::query("DELETE FROM webhook.endpoint_headers WHERE endpoint_id = $1").bind(id).execute(&mut **tx).await?;
     for (name, value) in headers {
-        let sealed = key_ring.seal(value.as_bytes(), id.as_bytes())?;
-        sqlx::query(
-            "INSERT INTO webhook.endpoint_headers (endpoint_id, name, key_id, ciphertext) VALUES ($1, $2, $3, $4)",
-        )
-        .bind(id)
-        .bind(name)
-        .bind(&sealed.key_id)
-        .bind(&sealed.ciphertext)
-        .execute(&mut **tx)
-        .await?;
+        insert_sealed(tx, key_ring, id, value.as_bytes(), INSERT_HEADER, Some(name)).await?;
     }
     Ok(())
 }

@@ -32,7 +32,7 @@ async fn dispatch(command: Command) -> anyhow::Result<()> {
             let settings = args.settings()?;
             webhook_worker::run(settings, shutdown::signal()).await
         }
-        Command::Migrate(database) => cli::migrate(&database).await,
+        Command::Migrate(args) => cli::migrate(&args).await,
         Command::Endpoint(command) => cli::endpoint::run(command).await,
         Command::Delivery(command) => cli::delivery::run(command).await,
         Command::Queue(QueueCommand::Stats(args)) => cli::queue_stats(&args).await,

@@ -1,6 +1,6 @@
 //! The real binary, pointed at a test database.
 
-use std::process::Command;
+use std::process::{Child, Command};
 
 use super::TestDb;
 use super::worker::key_ring_text;
@@ -40,4 +40,22 @@ pub fn run(command: &mut Command) -> (i32, String, String) {
         String::from_utf8_lossy(&output.stdout).into_owned(),
         String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// Runs the binary and parses its `--json` output; the command must succeed.
+pub fn json(args: &[&str], db: &TestDb) -> serde_json::Value {
+    let (code, out, err) = run(binary(db).args(args));
+    assert_eq!(code, 0, "{args:?} failed: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?} printed no JSON ({e}): {out}"))
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// SIGTERM, then wait for the process to exit.
+pub fn stop(mut child: Child) {
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
 }

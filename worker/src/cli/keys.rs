@@ -13,6 +13,9 @@ pub enum KeysCommand {
         /// The key id; defaults to `k` + today's date.
         #[arg(long)]
         id: Option<String>,
+        /// Print JSON (`{"key_id": …, "key": "id:base64key"}`) instead of the bare key.
+        #[arg(long)]
+        json: bool,
     },
     /// How many stored ciphertexts use each key id, and whether this key ring has it.
     Status(StatusArgs),
@@ -43,6 +46,9 @@ pub struct RotateArgs {
     /// Stop after this many batches (run again to continue).
     #[arg(long)]
     pub batches: Option<u64>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs a `keys` subcommand.
@@ -51,9 +57,12 @@ pub struct RotateArgs {
 /// An invalid key ring, a ciphertext under a key the ring lacks, or a database failure.
 pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
     match command {
-        KeysCommand::Generate { id } => {
+        KeysCommand::Generate { id, json } => {
             let id = id.unwrap_or_else(|| format!("k{}", chrono::Utc::now().format("%Y%m%d")));
             let (_, text) = KeyRing::generate(&id);
+            if json {
+                return print_json(&serde_json::json!({ "key_id": id, "key": text.as_str() }));
+            }
             println!("{}", text.as_str());
             Ok(())
         }
@@ -109,6 +118,11 @@ async fn rotate(args: RotateArgs) -> anyhow::Result<()> {
         .filter(|u| u.key_id != ring.active_key_id())
         .map(|u| u.secrets + u.headers)
         .sum();
+    if args.json {
+        return print_json(&serde_json::json!({
+            "active_key_id": ring.active_key_id(), "re_encrypted": done, "remaining_under_other_keys": left, "complete": left == 0,
+        }));
+    }
     if left == 0 {
         println!("rotation complete: {done} re-encrypted now; every ciphertext uses `{}`", ring.active_key_id());
     } else {

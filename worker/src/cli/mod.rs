@@ -45,15 +45,27 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     Ok(Utc::now() - chrono::Duration::from_std(ago).map_err(|err| err.to_string())?)
 }
 
+#[derive(Debug, Args)]
+pub struct MigrateArgs {
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// `migrate`.
 ///
 /// # Errors
 /// When the database is unreachable or a migration fails.
-pub async fn migrate(database: &DatabaseArgs) -> anyhow::Result<()> {
-    let pool = connect(database).await?;
+pub async fn migrate(args: &MigrateArgs) -> anyhow::Result<()> {
+    let pool = connect(&args.database).await?;
     db::migrate(&pool).await?;
     let version: Option<i64> =
         sqlx::query_scalar("SELECT max(version) FROM webhook._sqlx_migrations WHERE success").fetch_one(&pool).await?;
+    if args.json {
+        return print_json(&serde_json::json!({ "schema_version": version.unwrap_or(0) }));
+    }
     println!("schema is at version {}", version.unwrap_or(0));
     Ok(())
 }
