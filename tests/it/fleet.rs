@@ -59,7 +59,7 @@ fn max_per_second(arrivals: &[DateTime<Utc>], from: DateTime<Utc>) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_worker_processes_together_hold_an_endpoints_rate_limit() {
-    let db = TestDb::new().await;
+    let db = TestDb::exclusive().await;
     let receiver = Receiver::start(None).await.unwrap();
     let (id, secret) = endpoint(&db.pool, &receiver.url("/limited")).await;
     receiver.expect_secrets("/limited", vec![secret]);
@@ -87,7 +87,7 @@ async fn three_worker_processes_together_hold_an_endpoints_rate_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_circuit_stops_the_whole_fleet_and_the_backlog_drains_after_recovery() {
-    let db = TestDb::new().await;
+    let db = TestDb::exclusive().await;
     let receiver = Receiver::start(None).await.unwrap();
     let (id, secret) = endpoint(&db.pool, &receiver.url("/down")).await;
     receiver.expect_secrets("/down", vec![secret]);
@@ -140,7 +140,7 @@ async fn an_open_circuit_stops_the_whole_fleet_and_the_backlog_drains_after_reco
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_and_a_throttled_backlog_do_not_delay_healthy_endpoints() {
-    let db = TestDb::new().await;
+    let db = TestDb::exclusive().await;
     let receiver = Receiver::start(None).await.unwrap();
     let (hanging, _) = endpoint(&db.pool, &receiver.url("/hang")).await;
     receiver.answer("/hang", Answer { delay: Duration::from_secs(120), ..Answer::default() });

@@ -3,9 +3,12 @@
 
 #![expect(clippy::unwrap_used, reason = "a test fails loudly at the first unexpected error")]
 
+mod bad_input;
 mod delivery;
+mod faults;
 mod fleet;
 mod history;
+mod hostile;
 mod observe;
 mod operate;
 mod process;

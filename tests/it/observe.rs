@@ -138,7 +138,7 @@ async fn readyz_follows_the_database_and_the_worker_recovers_without_a_restart()
     let url = cluster.url("postgres");
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     webhook_worker::db::migrate(&pool).await.unwrap();
-    let db = TestDb { name: String::new(), url: url.clone(), pool: pool.clone() };
+    let db = TestDb::on_own_cluster(url.clone(), pool.clone());
     let receiver = Receiver::start(None).await.unwrap();
     let (id, secret) = endpoint(&pool, &receiver.url("/r")).await;
     receiver.expect_secrets("/r", vec![secret]);
@@ -168,6 +168,5 @@ async fn readyz_follows_the_database_and_the_worker_recovers_without_a_restart()
     insert_deliveries(&pool, id, 5).await;
     assert!(receiver.wait_for(5, Duration::from_secs(30)).await, "the same worker delivers after the outage");
     stop(worker);
-    std::mem::forget(db); // its Drop would drop a database on the shared server
     drop(cluster);
 }

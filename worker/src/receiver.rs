@@ -35,6 +35,8 @@ pub struct Received {
     pub valid: bool,
     /// How many of the path's expected secrets each verify on their own.
     pub secrets_matched: usize,
+    /// The status the receiver answered.
+    pub status: u16,
     /// Every request header (names lower-case).
     pub headers: Vec<(String, String)>,
     pub arrived_at: DateTime<Utc>,
@@ -48,11 +50,24 @@ pub struct Answer {
     pub retry_after: Option<String>,
     /// Answer 500 to this many requests on the path before answering `status`.
     pub fail_first: usize,
+    /// Answer 500 to this fraction of requests, at random.
+    pub fail_ratio: f64,
+    /// Answer this fraction of requests only after `slow_delay`, at random.
+    pub slow_ratio: f64,
+    pub slow_delay: Duration,
 }
 
 impl Default for Answer {
     fn default() -> Self {
-        Self { status: 200, delay: Duration::ZERO, retry_after: None, fail_first: 0 }
+        Self {
+            status: 200,
+            delay: Duration::ZERO,
+            retry_after: None,
+            fail_first: 0,
+            fail_ratio: 0.0,
+            slow_ratio: 0.0,
+            slow_delay: Duration::ZERO,
+        }
     }
 }
 
@@ -61,6 +76,7 @@ struct Shared {
     secrets: Mutex<HashMap<String, Vec<SigningSecret>>>,
     answers: Mutex<HashMap<String, Answer>>,
     received: Mutex<Vec<Received>>,
+    per_path: Mutex<HashMap<String, usize>>,
     connections: AtomicUsize,
     count: Option<watch::Sender<usize>>,
 }
@@ -215,6 +231,17 @@ async fn handle(
         .iter()
         .map(|(name, value)| (name.as_str().to_owned(), String::from_utf8_lossy(value.as_bytes()).into_owned()))
         .collect();
+    let on_path = {
+        let mut per_path = shared.per_path.lock().expect("receiver lock");
+        let count = per_path.entry(path.clone()).or_insert(0);
+        *count += 1;
+        *count - 1
+    };
+    let status = if on_path < answer.fail_first || rand::random_bool(answer.fail_ratio.clamp(0.0, 1.0)) {
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    };
     let received = Received {
         path,
         msg_id,
@@ -223,30 +250,26 @@ async fn handle(
         body: String::from_utf8_lossy(&body).into_owned(),
         valid: secrets_matched > 0,
         secrets_matched,
+        status: status.as_u16(),
         headers: all_headers,
         arrived_at: Utc::now(),
     };
-    let (total, on_path) = {
+    let total = {
         let mut all = shared.received.lock().expect("receiver lock");
-        let on_path = all.iter().filter(|r| r.path == received.path).count();
         all.push(received);
-        (all.len(), on_path)
+        all.len()
     };
     if let Some(count) = &shared.count {
         count.send_replace(total);
     }
-    if !answer.delay.is_zero() {
-        tokio::time::sleep(answer.delay).await;
+    let delay = if rand::random_bool(answer.slow_ratio.clamp(0.0, 1.0)) { answer.slow_delay } else { answer.delay };
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
     }
     let mut response_headers = HeaderMap::new();
     if let Some(value) = answer.retry_after.as_deref().and_then(|v| v.parse().ok()) {
         response_headers.insert("retry-after", value);
     }
-    let status = if on_path < answer.fail_first {
-        StatusCode::INTERNAL_SERVER_ERROR
-    } else {
-        StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
-    };
     (status, response_headers, format!("{}\n", status.as_u16()))
 }
 

@@ -55,15 +55,50 @@ async fn template() -> &'static str {
         .await
 }
 
+/// Tests run in parallel on two cores; the few that load the machine with several worker
+/// processes and measure timing (fleet limits, crashes, shutdown under load) need it to
+/// themselves. Every test database holds this gate shared; those tests hold it exclusively.
+static GATE: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
+/// How a test holds the machine.
+pub enum Gate {
+    Shared(#[allow(dead_code)] tokio::sync::RwLockReadGuard<'static, ()>),
+    Exclusive(#[allow(dead_code)] tokio::sync::RwLockWriteGuard<'static, ()>),
+    /// For a database on a test's own cluster: the caller holds the gate already.
+    Held,
+}
+
+/// Takes the machine exclusively until the guard is dropped.
+pub async fn exclusive() -> Gate {
+    Gate::Exclusive(GATE.write().await)
+}
+
 /// A fresh, migrated database, dropped when the test ends.
 pub struct TestDb {
     pub name: String,
     pub url: String,
     pub pool: PgPool,
+    pub gate: Gate,
 }
 
 impl TestDb {
+    /// A database for a test that runs beside others.
     pub async fn new() -> Self {
+        let gate = Gate::Shared(GATE.read().await);
+        Self::create(gate).await
+    }
+
+    /// A database for a test that needs the machine to itself.
+    pub async fn exclusive() -> Self {
+        Self::create(exclusive().await).await
+    }
+
+    /// A handle on a database the test made on its own cluster (not dropped by this harness).
+    pub fn on_own_cluster(url: String, pool: PgPool) -> Self {
+        Self { name: String::new(), url, pool, gate: Gate::Held }
+    }
+
+    async fn create(gate: Gate) -> Self {
         let template = template().await;
         let name = format!("webhook_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&url("postgres")).await.unwrap();
@@ -73,17 +108,18 @@ impl TestDb {
             .unwrap();
         let url = url(&name);
         let pool = PgPool::connect(&url).await.unwrap();
-        Self { name, url, pool }
+        Self { name, url, pool, gate }
     }
 
     /// An empty database with no schema at all.
     pub async fn empty() -> Self {
+        let gate = Gate::Shared(GATE.read().await);
         let name = format!("webhook_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&url("postgres")).await.unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();
         let url = url(&name);
         let pool = PgPool::connect(&url).await.unwrap();
-        Self { name, url, pool }
+        Self { name, url, pool, gate }
     }
 
     pub async fn count(&self, sql: &str) -> i64 {
@@ -93,6 +129,9 @@ impl TestDb {
 
 impl Drop for TestDb {
     fn drop(&mut self) {
+        if matches!(self.gate, Gate::Held) {
+            return;
+        }
         // Drop the database from a separate thread: Drop cannot await, and the test's runtime may
         // be shutting down.
         let name = self.name.clone();
