@@ -60,8 +60,10 @@ fn legacy_server(ca: &TestCa, protocol: &str, dir: &std::path::Path) -> (Child, 
     std::fs::write(dir.join("cert.pem"), &issued.cert_pem).unwrap();
     std::fs::write(dir.join("key.pem"), &issued.key_pem).unwrap();
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut child = Command::new("openssl")
-        .args(["s_server", "-accept", &format!("127.0.0.1:{port}"), protocol, "-cipher", "DEFAULT@SECLEVEL=0", "-www"])
+    // One connection, and two minutes at most: the server stops by itself even if the test panics.
+    let mut child = Command::new("timeout")
+        .args(["120", "openssl", "s_server", "-naccept", "1", "-accept", &format!("127.0.0.1:{port}"), protocol])
+        .args(["-cipher", "DEFAULT@SECLEVEL=0", "-www"])
         .arg("-cert")
         .arg(dir.join("cert.pem"))
         .arg("-key")
