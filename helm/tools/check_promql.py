@@ -1,12 +1,22 @@
 #!/usr/bin/env python3
-"""Every PromQL expression in the rendered alerts and the dashboard must parse (with a real PromQL
-parser, the `promql-parser` package) and name only metrics the worker exports.
+"""Every PromQL expression of the chart must parse with a real PromQL parser (the `promql-parser`
+package: Python bindings of GreptimeTeam's Rust parser, which also type-checks function arguments)
+and name only metrics the worker exports.
 
-usage: check_promql.py RENDERED.yaml DASHBOARD.json [--metrics-file SCRAPE] [--out promql.txt]
-Without --metrics-file the names are checked against EXPORTED below; with it, against the names
-present in a real /metrics scrape. Prints 'N passed, N failed'.
+usage: check_promql.py RENDERED.yaml DASHBOARD.json [--keda KEDA_RENDERED.yaml]
+                       [--metrics-file SCRAPE] [--out promql.txt]
+
+Expressions: the `expr` of every rule of the PrometheusRule in RENDERED.yaml and every target of the
+dashboard (one line 'promql: N passed, N failed'); with --keda, the queries of the ScaledObject's
+prometheus triggers (a second line 'keda promql: …'). --out writes them all, one per line.
+Without --metrics-file names are checked against EXPORTED below; with it, against the metric names
+present in that Prometheus text exposition (a histogram's base name counts for its _bucket, _sum
+and _count series).
 """
-import argparse, json, re, sys
+import argparse
+import json
+import re
+import sys
 
 import promql_parser
 import yaml
@@ -19,29 +29,42 @@ EXPORTED = {
     "webhook_dispatcher_last_progress_timestamp_seconds",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+# Grafana variables are not PromQL: give them values the parser accepts.
+GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
 
 
 def names_in(node, out):
-    """Collects metric names of every vector selector in the parsed expression."""
-    kind = type(node).__name__
-    if kind == "VectorSelector":
-        out.add(node.name)
+    """Collects the metric name of every vector selector anywhere in the parsed expression."""
+    if type(node).__name__ == "VectorSelector":
+        out.append(node.name)
         return
-    for attr in ("expr", "lhs", "rhs", "param", "vector_selector", "vs"):
-        child = getattr(node, attr, None)
-        if child is not None and not isinstance(child, (str, int, float)):
-            names_in(child, out)
-    for arg in getattr(node, "args", None) or []:
-        names_in(arg, out)
+    for attr in dir(node):
+        if attr.startswith("_"):
+            continue
+        value = getattr(node, attr)
+        for child in value if isinstance(value, list) else [value]:
+            if type(child).__module__.startswith("promql_parser") and type(child).__name__.endswith(
+                ("Expr", "Selector", "Call", "Literal")
+            ):
+                names_in(child, out)
 
 
 def scraped_names(path):
+    """Metric names present in a Prometheus text exposition, plus the base names of histograms."""
     names = set()
     for line in open(path):
-        if line and not line.startswith("#"):
-            match = re.match(r"([a-zA-Z_:][a-zA-Z0-9_:]*)", line)
+        line = line.strip()
+        if line.startswith("# TYPE "):
+            parts = line.split()
+            if len(parts) >= 4 and parts[3] in ("histogram", "summary"):
+                names.add(parts[2])
+        elif line and not line.startswith("#"):
+            match = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line)
             if match:
-                names.add(match.group(1))
+                names.add(match.group(0))
+                for suffix in HISTOGRAM_SUFFIXES:
+                    if match.group(0).endswith(suffix):
+                        names.add(match.group(0)[: -len(suffix)])
     return names
 
 
@@ -49,46 +72,90 @@ def known(name, exported):
     return name in exported or any(name.endswith(s) and name[: -len(s)] in exported for s in HISTOGRAM_SUFFIXES)
 
 
+def check(label, exprs, exported):
+    passed = failed = 0
+    for where, expr in exprs:
+        text = expr
+        for variable, value in GRAFANA_VARIABLES.items():
+            text = text.replace(variable, value)
+        try:
+            tree = promql_parser.parse(text)
+        except Exception as err:  # the parser raises ValueError naming the problem
+            print(f"FAIL {where}: does not parse: {err}\n  {text}")
+            failed += 1
+            continue
+        names = []
+        names_in(tree, names)
+        unknown = sorted({n for n in names if n is None or not known(n, exported)}, key=str)
+        if not names:
+            print(f"FAIL {where}: names no metric\n  {text}")
+            failed += 1
+        elif unknown:
+            print(f"FAIL {where}: unknown metrics {unknown}\n  {text}")
+            failed += 1
+        else:
+            passed += 1
+    print(f"{label}: {passed} passed, {failed} failed")
+    return failed
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("rendered")
     ap.add_argument("dashboard")
+    ap.add_argument("--keda")
     ap.add_argument("--metrics-file")
     ap.add_argument("--out")
     args = ap.parse_args()
+
     exprs = []
     for doc in yaml.safe_load_all(open(args.rendered)):
         if doc and doc.get("kind") == "PrometheusRule":
             for group in doc["spec"]["groups"]:
-                exprs += [("alert " + r["alert"], r["expr"]) for r in group["rules"]]
+                exprs += [("alert " + r.get("alert", r.get("record", "?")), r["expr"]) for r in group["rules"]]
+    if not exprs:
+        print(f"FAIL no PrometheusRule with rules in {args.rendered}")
+        return 1
     dashboard = json.load(open(args.dashboard))
-    for panel in dashboard["panels"]:
-        exprs += [("panel " + panel["title"], t["expr"]) for t in panel.get("targets", [])]
+    panels = list(dashboard["panels"])
+    for panel in list(panels):  # rows may nest panels
+        panels += panel.get("panels", [])
+    for panel in panels:
+        exprs += [(f"panel {panel['title']!r} {t.get('refId', '')}", t["expr"]) for t in panel.get("targets", [])]
+    for variable in dashboard.get("templating", {}).get("list", []):
+        query = variable.get("query")
+        if variable.get("type") == "query" and isinstance(query, dict):
+            query = query.get("query", "")
+        if variable.get("type") == "query" and query:
+            match = re.fullmatch(r"label_values\((.*),\s*[a-zA-Z_]\w*\)", query.strip())
+            if not match:
+                print(f"FAIL variable {variable['name']}: not label_values(selector, label): {query}")
+                return 1
+            exprs.append((f"variable {variable['name']}", match.group(1)))
+
+    keda = []
+    if args.keda:
+        for doc in yaml.safe_load_all(open(args.keda)):
+            if doc and doc.get("kind") == "ScaledObject":
+                keda += [
+                    (f"trigger {t.get('name', t['type'])}", t["metadata"]["query"])
+                    for t in doc["spec"]["triggers"]
+                    if t["type"] == "prometheus"
+                ]
+        if not keda:
+            print(f"FAIL no ScaledObject with prometheus triggers in {args.keda}")
+            return 1
+
     exported = scraped_names(args.metrics_file) if args.metrics_file else EXPORTED
+    if args.metrics_file:
+        print(f"checking names against {len(exported)} names in {args.metrics_file}")
     if args.out:
-        open(args.out, "w").write("\n".join(" ".join(e.split()) for _, e in exprs) + "\n")
-    passed = failed = 0
-    for where, expr in exprs:
-        # Grafana's interval variable is not PromQL; give it a value the parser accepts.
-        text = expr.replace("$__rate_interval", "5m")
-        try:
-            tree = promql_parser.parse(text)
-        except Exception as err:  # the parser raises ValueError with the position
-            print(f"FAIL {where}: does not parse: {err}\n  {text}")
-            failed += 1
-            continue
-        names = set()
-        names_in(tree, names)
-        unknown = sorted(n for n in names if not known(n, exported))
-        if not names:
-            print(f"FAIL {where}: names no metric")
-            failed += 1
-        elif unknown:
-            print(f"FAIL {where}: unknown metrics {unknown}")
-            failed += 1
-        else:
-            passed += 1
-    print(f"promql: {passed} passed, {failed} failed")
+        with open(args.out, "w") as out:
+            out.write("".join(" ".join(e.split()) + "\n" for _, e in exprs + keda))
+    failed = check("promql", [e for e in exprs if not e[0].startswith("variable ")], exported)
+    failed += check("promql (dashboard variables)", [e for e in exprs if e[0].startswith("variable ")], exported)
+    if keda:
+        failed += check("promql (KEDA triggers)", keda, exported)
     return 1 if failed else 0
 
 
