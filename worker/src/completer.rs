@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgPool;
-use tokio::sync::mpsc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio::task::JoinHandle;
 
 use crate::health::Health;
@@ -20,16 +20,27 @@ const LINGER: Duration = Duration::from_millis(2);
 const RETRY_MIN: Duration = Duration::from_millis(50);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// One result on its way to the database, with the delivery slot it occupies until committed.
+type Pending = (Completion, Option<OwnedSemaphorePermit>);
+
 /// Sends completions to the writer task.
 #[derive(Debug, Clone)]
 pub struct Completer {
-    tx: mpsc::Sender<Completion>,
+    tx: mpsc::Sender<Pending>,
 }
 
 impl Completer {
     /// Queues one completion; waits while the writer is `capacity` completions behind.
     pub async fn send(&self, completion: Completion) {
-        if self.tx.send(completion).await.is_err() {
+        self.send_holding(completion, None).await;
+    }
+
+    /// Queues one completion whose delivery slot (`permit`) is released only once the result is
+    /// committed. A slot is free when its result is durable: the dispatcher never claims more
+    /// while answers wait for their commit, so the work a crash would repeat (answered but not
+    /// committed) stays within the worker's concurrency, however far the database falls behind.
+    pub async fn send_holding(&self, completion: Completion, permit: Option<OwnedSemaphorePermit>) {
+        if self.tx.send((completion, permit)).await.is_err() {
             tracing::error!("The completion writer stopped; the lease will expire and the delivery will be retried");
         }
     }
@@ -64,11 +75,11 @@ pub fn spawn(writer: Writer, capacity: usize) -> (Completer, JoinHandle<()>) {
     (Completer { tx }, task)
 }
 
-async fn write_loop(writer: Writer, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Completion>>>) {
+async fn write_loop(writer: Writer, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pending>>>) {
     loop {
         // Gather one batch while holding the receiver, then write it without: the other writer
         // gathers the next batch meanwhile.
-        let batch = {
+        let (batch, permits): (Vec<Completion>, Vec<Option<OwnedSemaphorePermit>>) = {
             let mut rx = rx.lock().await;
             let Some(first) = rx.recv().await else { return };
             let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -80,9 +91,10 @@ async fn write_loop(writer: Writer, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Co
                     Ok(None) | Err(_) => break,
                 }
             }
-            batch
+            batch.into_iter().unzip()
         };
         write(&writer, &batch).await;
+        drop(permits);
     }
 }
 

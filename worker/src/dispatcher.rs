@@ -157,8 +157,7 @@ fn start_attempts(
             if let Some(reason) = &completion.disable_endpoint {
                 cache.mark_disabled(completion.endpoint_id, reason);
             }
-            completer.send(completion).await;
-            drop(permit);
+            completer.send_holding(completion, Some(permit)).await;
         });
     }
 }
