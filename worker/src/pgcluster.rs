@@ -40,14 +40,34 @@ pub struct Cluster {
     port: u16,
     run_as: Option<(u32, u32)>,
     server: Option<Child>,
+    settings: Vec<String>,
 }
 
+/// Server settings of a cluster that is thrown away: durability off, enough connections for
+/// several test workers.
+pub const THROWAWAY_SETTINGS: &[(&str, &str)] = &[
+    ("fsync", "off"),
+    ("synchronous_commit", "off"),
+    ("full_page_writes", "off"),
+    ("max_connections", "300"),
+    ("shared_buffers", "128MB"),
+];
+
 impl Cluster {
-    /// Creates and starts a cluster.
+    /// Creates and starts a cluster with [`THROWAWAY_SETTINGS`].
     ///
     /// # Errors
     /// [`Error`] naming the step that failed.
     pub fn start() -> Result<Self, Error> {
+        Self::start_with(THROWAWAY_SETTINGS)
+    }
+
+    /// Creates and starts a cluster with these server settings (`-c name=value` each); the
+    /// benchmark uses it for a durable, production-like server.
+    ///
+    /// # Errors
+    /// [`Error`] naming the step that failed.
+    pub fn start_with(settings: &[(&str, &str)]) -> Result<Self, Error> {
         let bin = find_binaries()?;
         let run_as = if fs::metadata("/proc/self").map_err(|e| Error::Io("checking the user", e))?.uid() == 0 {
             Some(postgres_user()?)
@@ -63,7 +83,8 @@ impl Cluster {
                     .map_err(|e| Error::Io("handing the directory to postgres", e))?;
             }
         }
-        let mut cluster = Self { dir, bin, port: free_port()?, run_as, server: None };
+        let settings = settings.iter().map(|(name, value)| format!("{name}={value}")).collect();
+        let mut cluster = Self { dir, bin, port: free_port()?, run_as, server: None, settings };
         cluster.watchdog()?;
         let data = cluster.data_dir();
         cluster.run(
@@ -84,6 +105,11 @@ impl Cluster {
     /// `postgres://postgres@127.0.0.1:PORT/DATABASE`.
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// The postmaster's process id while the server runs (for the benchmark's CPU accounting).
+    pub fn server_pid(&self) -> Option<u32> {
+        self.server.as_ref().map(Child::id)
     }
 
     /// The port the server listens on.
@@ -110,8 +136,8 @@ impl Cluster {
             .arg("-D")
             .arg(self.data_dir())
             .args(["-p", &self.port.to_string(), "-k", &socket_dir])
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off"])
-            .args(["-c", "full_page_writes=off", "-c", "max_connections=300", "-c", "shared_buffers=128MB"])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(self.settings.iter().flat_map(|setting| ["-c", setting.as_str()]))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err_log)

@@ -1,0 +1,165 @@
+//! What one benchmark run measured: serialised to `bench/results/<date>-<machine>.json` and
+//! rendered into `BENCHMARKS.md` and the SVG plots. Every figure is measured in the same run, so
+//! ratios to the database ceiling cancel most machine noise.
+
+use serde::{Deserialize, Serialize};
+
+/// One whole run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Results {
+    /// UTC date of the run, `YYYY-MM-DD`.
+    pub date: String,
+    /// `full` or `quick`.
+    pub mode: String,
+    pub machine: Machine,
+    pub setup: Setup,
+    pub ceiling: Ceiling,
+    pub throughput: Vec<ThroughputRun>,
+    pub latency: Vec<LatencyRun>,
+    pub memory: MemoryRun,
+    pub backlog: BacklogRun,
+    pub naive: NaiveRun,
+    pub targets: Vec<Target>,
+    /// Wall-clock seconds the whole run took.
+    pub total_seconds: f64,
+}
+
+/// Where it ran.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Machine {
+    pub name: String,
+    pub cores: usize,
+    pub memory_gib: f64,
+    pub cpu_model: String,
+    pub postgres_version: String,
+    /// `throwaway cluster (durable settings)` or `given server`.
+    pub postgres_source: String,
+    /// Non-default server settings of the throwaway cluster.
+    pub postgres_settings: Vec<String>,
+}
+
+/// What every phase shares.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Setup {
+    pub endpoints: usize,
+    pub payload_bytes: usize,
+    /// HTTPS (rustls, keep-alive) to the local receiver, or plain HTTP.
+    pub tls: bool,
+    /// Rows per claim (the worker's `WEBHOOK_BATCH_SIZE`).
+    pub batch_size: usize,
+    /// Deliveries in flight per worker (`WEBHOOK_CONCURRENCY`).
+    pub concurrency: usize,
+}
+
+/// Phase 1: the raw claim-and-complete cycle, the worker's own statements, no HTTP.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Ceiling {
+    pub runs: Vec<CeilingRun>,
+    /// The best of `runs`: what Postgres itself allows here.
+    pub per_second: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CeilingRun {
+    /// Concurrent claim-and-complete loops, one connection each.
+    pub connections: usize,
+    pub deliveries: u64,
+    pub seconds: f64,
+    pub per_second: f64,
+    /// Postgres CPU per delivery, microseconds.
+    pub postgres_cpu_us_per_delivery: f64,
+}
+
+/// Phase 2: a pre-filled queue drained by worker processes to the local receiver.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ThroughputRun {
+    pub workers: usize,
+    pub deliveries: u64,
+    /// First to last arrival at the receiver.
+    pub seconds: f64,
+    pub per_second: f64,
+    /// `per_second` ÷ the ceiling.
+    pub ratio_to_ceiling: f64,
+    /// All workers' CPU (user + system) per delivery, microseconds.
+    pub worker_cpu_us_per_delivery: f64,
+    /// Peak RSS (VmHWM) of each worker, MiB.
+    pub worker_peak_rss_mib: Vec<f64>,
+    /// Postgres CPU over the run, seconds, and per delivery, microseconds.
+    pub postgres_cpu_seconds: f64,
+    pub postgres_cpu_us_per_delivery: f64,
+    /// The receiver's (bench process) CPU per delivery, microseconds.
+    pub receiver_cpu_us_per_delivery: f64,
+    /// Requests beyond the first per webhook id (at-least-once; expected 0 without faults).
+    pub duplicates: u64,
+    pub invalid_signatures: u64,
+}
+
+/// Phase 3: producers inserting at a fixed rate; enqueue → delivered.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LatencyRun {
+    pub offered_per_second: f64,
+    /// Rows the producer really inserted per second.
+    pub achieved_per_second: f64,
+    pub seconds: f64,
+    pub deliveries: u64,
+    pub workers: usize,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// (latency ms, fraction of deliveries at or below it), increasing; for the CDF plot.
+    pub cdf: Vec<(f64, f64)>,
+}
+
+/// Worker memory with many requests in flight (the receiver holds each for a while).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MemoryRun {
+    pub concurrency: usize,
+    /// Most requests the receiver held at once.
+    pub peak_in_flight: u64,
+    pub deliveries: u64,
+    pub receiver_delay_ms: u64,
+    pub peak_rss_mib: f64,
+}
+
+/// Phase 4: a large backlog drained for a long time while history accumulates.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BacklogRun {
+    pub pending_at_start: u64,
+    pub workers: usize,
+    pub seconds: f64,
+    pub deliveries: u64,
+    /// Throughput over the first minute (the first 60 s after warm-up, or the whole run if shorter).
+    pub first_minute_per_second: f64,
+    /// The small-queue throughput of the same worker count (phase 2).
+    pub small_queue_per_second: f64,
+    /// `first_minute_per_second` ÷ `small_queue_per_second`.
+    pub ratio_to_small_queue: f64,
+    /// Throughput per 30 s bucket, relative to their median: lowest and highest.
+    pub bucket_min_ratio: f64,
+    pub bucket_max_ratio: f64,
+    /// (seconds since start, deliveries/s over the preceding sample interval).
+    pub series: Vec<(f64, f64)>,
+    /// Rows in the attempt history at the end.
+    pub history_rows_at_end: u64,
+}
+
+/// Phase 5: one delivery per claim, the transaction held open during the HTTP call.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct NaiveRun {
+    pub connections: usize,
+    pub deliveries: u64,
+    pub seconds: f64,
+    pub per_second: f64,
+    pub ratio_to_ceiling: f64,
+    pub postgres_cpu_us_per_delivery: f64,
+}
+
+/// One target of the benchmark issue and whether this run met it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Target {
+    pub name: String,
+    pub target: String,
+    pub measured: String,
+    pub met: bool,
+}

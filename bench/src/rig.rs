@@ -1,0 +1,199 @@
+//! What every phase stands on: a Postgres database (a throwaway durable cluster, or a fresh
+//! database on a given server), the schema, endpoints pointing at the bench's receiver, and
+//! helpers to fill and empty the queue.
+
+use std::io::Write as _;
+
+use anyhow::Context as _;
+use sqlx::PgPool;
+use uuid::Uuid;
+use webhook_worker::crypto::KeyRing;
+use webhook_worker::endpoint_admin::{self, Changes};
+use webhook_worker::pgcluster::Cluster;
+use webhook_worker::signing::SigningSecret;
+
+/// Settings of the throwaway cluster: durable (fsync, synchronous commit and full-page writes
+/// stay on, as in production), with memory and checkpoint spacing sized for the machine so a
+/// multi-gigabyte backlog does not turn into a checkpoint storm.
+pub const CLUSTER_SETTINGS: &[(&str, &str)] =
+    &[("max_connections", "300"), ("shared_buffers", "1GB"), ("max_wal_size", "8GB"), ("checkpoint_timeout", "30min")];
+
+/// Every payload is this many bytes: a typical event.
+pub const PAYLOAD_BYTES: usize = 256;
+
+/// The database under test.
+pub struct Rig {
+    pub url: String,
+    pub pool: PgPool,
+    /// The postmaster of the throwaway cluster (None for a given server).
+    pub postmaster: Option<u32>,
+    pub source: String,
+    pub key_ring_text: String,
+    pub endpoints: Vec<Uuid>,
+    cluster: Option<Cluster>,
+    given: Option<(PgPool, String)>,
+}
+
+impl Rig {
+    /// Starts a throwaway cluster, or creates a fresh database on the server `given` names.
+    ///
+    /// # Errors
+    /// When Postgres cannot be started or reached, or migrating fails.
+    pub async fn start(given: Option<&str>) -> anyhow::Result<Self> {
+        let (url, cluster, given, source) = match given {
+            Some(url) => {
+                let admin = PgPool::connect(url).await.context("connecting to the given DATABASE_URL")?;
+                let name = format!("webhook_bench_{}", std::process::id());
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&admin)
+                    .await
+                    .context("creating the benchmark database (the role needs CREATEDB)")?;
+                let mut url = url::Url::parse(url).context("parsing DATABASE_URL")?;
+                url.set_path(&format!("/{name}"));
+                let url = url.to_string();
+                (url, None, Some((admin, name)), "given server, fresh database".to_owned())
+            }
+            None => {
+                let cluster = tokio::task::spawn_blocking(|| Cluster::start_with(CLUSTER_SETTINGS)).await??;
+                let url = cluster.url("postgres");
+                (url, Some(cluster), None, "throwaway cluster, durable settings".to_owned())
+            }
+        };
+        let pool = sqlx::postgres::PgPoolOptions::new().max_connections(40).connect(&url).await?;
+        webhook_worker::db::migrate(&pool).await.context("migrating the benchmark database")?;
+        let (_, key_ring_text) = KeyRing::generate("bench");
+        let postmaster = cluster.as_ref().and_then(Cluster::server_pid);
+        Ok(Self {
+            url,
+            pool,
+            postmaster,
+            source,
+            key_ring_text: key_ring_text.to_string(),
+            endpoints: Vec::new(),
+            cluster,
+            given,
+        })
+    }
+
+    /// The server's version string.
+    pub async fn postgres_version(&self) -> String {
+        sqlx::query_scalar("SHOW server_version").fetch_one(&self.pool).await.unwrap_or_else(|_| "unknown".to_owned())
+    }
+
+    /// Registers one endpoint per `(path, secret)`, at `url_of(path)`, in order.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn add_endpoints(
+        &mut self,
+        secrets: &[(String, SigningSecret)],
+        url_of: impl Fn(&str) -> String,
+    ) -> anyhow::Result<()> {
+        let key_ring = KeyRing::parse(&self.key_ring_text)?;
+        for (path, secret) in secrets {
+            let changes = Changes { url: Some(url_of(path)), ..Changes::default() };
+            self.endpoints.push(endpoint_admin::create(&self.pool, &key_ring, &changes, secret).await?);
+        }
+        Ok(())
+    }
+
+    /// Inserts `n` ready deliveries spread over the endpoints, in statements of at most 250,000
+    /// rows, with a progress line when it takes a while; then VACUUM ANALYZE, as autovacuum
+    /// would have done to a queue that grew over time.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn fill(&self, n: u64) -> anyhow::Result<()> {
+        const CHUNK: u64 = 250_000;
+        let mut done = 0;
+        while done < n {
+            let rows = CHUNK.min(n - done);
+            sqlx::query(sqlx::AssertSqlSafe(fill_sql("")))
+                .bind(&self.endpoints)
+                .bind(i64::try_from(done)?)
+                .bind(i64::try_from(rows)?)
+                .execute(&self.pool)
+                .await
+                .context("filling the queue")?;
+            done += rows;
+            if n > CHUNK {
+                eprint!("\r  filling the queue: {done} / {n} rows");
+                let _ = std::io::stderr().flush();
+            }
+        }
+        if n > CHUNK {
+            eprintln!();
+        }
+        self.vacuum().await
+    }
+
+    /// VACUUM ANALYZE of the queue and its history.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn vacuum(&self) -> anyhow::Result<()> {
+        sqlx::query("VACUUM ANALYZE webhook.deliveries").execute(&self.pool).await?;
+        sqlx::query("VACUUM ANALYZE webhook.delivery_attempts").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Empties the queue, the history, the dead letters and the worker registry between phases.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn clear(&self) -> anyhow::Result<()> {
+        sqlx::query(
+            "TRUNCATE webhook.deliveries, webhook.delivery_attempts, webhook.dead_letters, webhook.workers, \
+             webhook.queue_stats",
+        )
+        .execute(&self.pool)
+        .await?;
+        self.vacuum().await
+    }
+
+    /// Rows still in the queue.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn queued(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM webhook.deliveries").fetch_one(&self.pool).await?)
+    }
+
+    /// Rows in the attempt history.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn history_rows(&self) -> anyhow::Result<i64> {
+        Ok(sqlx::query_scalar("SELECT count(*) FROM webhook.delivery_attempts").fetch_one(&self.pool).await?)
+    }
+
+    /// Closes the pool; drops the fresh database on a given server, or stops the cluster.
+    pub async fn close(self) {
+        self.pool.close().await;
+        if let Some((admin, name)) = self.given {
+            let dropped = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+                .execute(&admin)
+                .await;
+            if let Err(err) = dropped {
+                eprintln!("warning: could not drop the benchmark database {name}: {err}");
+            }
+        }
+        drop(self.cluster);
+    }
+}
+
+/// Inserts deliveries `$2 + 1 ..= $2 + $3` spread over the endpoints `$1`, each with a
+/// [`PAYLOAD_BYTES`]-byte event payload numbered so every row differs; `returning` is appended.
+pub fn fill_sql(returning: &str) -> String {
+    format!(
+        r#"
+INSERT INTO webhook.deliveries (endpoint_id, event_type, payload)
+SELECT ($1::uuid[])[1 + (n % cardinality($1::uuid[]))], 'invoice.paid',
+       format('{{"type":"invoice.paid","data":{{"invoice":"in_%s","amount":%s,"currency":"eur","customer":"cus_%s",'
+              '"lines":[{{"sku":"plan-pro","quantity":1,"unit_amount":4200}}],"paid_at":"2026-11-29T00:00:00Z",'
+              '"note":"%s"}}}}',
+              lpad(n::text, 10, '0'), 1000 + n % 9000, lpad((n % 100000)::text, 6, '0'), repeat('x', 39))::json
+FROM generate_series($2::bigint + 1, $2::bigint + $3::bigint) AS n
+{returning}"#
+    )
+}

@@ -1,0 +1,69 @@
+//! The benchmark's quick mode, end to end, as CI runs it: every phase runs against real Postgres
+//! (the throwaway cluster, or a fresh database on `DATABASE_URL`'s server), real worker processes
+//! and the HTTPS receiver, and the outputs are complete and consistent. Speed is not asserted:
+//! this is a debug build on a shared machine; `BENCHMARKS.md` holds the measurements.
+
+use std::path::Path;
+use std::process::Command;
+
+#[test]
+fn quick_mode_runs_every_phase_and_writes_every_output() {
+    let bench = Path::new(env!("CARGO_BIN_EXE_webhook-bench"));
+    // `cargo test --workspace` builds the worker binary beside the bench's.
+    let worker = bench.with_file_name("webhook-worker");
+    assert!(worker.is_file(), "{} is missing: run `cargo build` first", worker.display());
+    let out = std::env::temp_dir().join(format!("webhook-bench-smoke-{}", std::process::id()));
+    let report = out.join("BENCHMARKS.md");
+    let status = Command::new(bench)
+        .args(["--quick", "--machine", "smoke"])
+        .arg("--out-dir")
+        .arg(&out)
+        .arg("--report")
+        .arg(&report)
+        .arg("--worker-bin")
+        .arg(&worker)
+        .status()
+        .expect("the bench starts");
+    assert!(status.success(), "the quick benchmark failed: {status}");
+
+    let json = std::fs::read_dir(&out)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "json"))
+        .expect("a results file");
+    let results: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(results["mode"], "quick");
+    assert!(results["ceiling"]["per_second"].as_f64().unwrap() > 0.0);
+    let runs = results["throughput"].as_array().unwrap();
+    assert_eq!(runs.iter().map(|r| r["workers"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 2, 4]);
+    for run in runs {
+        assert_eq!(run["invalid_signatures"], 0, "every delivery carried a valid signature: {run}");
+        assert_eq!(run["duplicates"], 0, "no delivery arrived twice without faults: {run}");
+        assert!(run["worker_cpu_us_per_delivery"].as_f64().unwrap() > 0.0, "{run}");
+        assert!(run["postgres_cpu_us_per_delivery"].as_f64().unwrap() > 0.0, "{run}");
+    }
+    let latency = results["latency"].as_array().unwrap();
+    assert_eq!(latency.len(), 2);
+    for run in latency {
+        let (p50, p99, max) =
+            (run["p50_ms"].as_f64().unwrap(), run["p99_ms"].as_f64().unwrap(), run["max_ms"].as_f64().unwrap());
+        assert!(0.0 < p50 && p50 <= p99 && p99 <= max, "{run}");
+    }
+    assert!(results["memory"]["peak_rss_mib"].as_f64().unwrap() > 0.0);
+    assert!(results["naive"]["per_second"].as_f64().unwrap() > 0.0);
+    assert!(results["backlog"]["deliveries"].as_u64().unwrap() > 0);
+    assert_eq!(results["targets"].as_array().unwrap().len(), 8);
+
+    let report = std::fs::read_to_string(&report).unwrap();
+    assert!(report.contains("<!-- bench:results:begin -->") && report.contains("<!-- bench:results:end -->"));
+    for plot in ["throughput", "latency", "over-time"] {
+        let svg = std::fs::read_to_string(
+            json.with_file_name(format!("{}-{plot}.svg", json.file_stem().unwrap().to_str().unwrap())),
+        )
+        .unwrap();
+        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"), "{plot}");
+        assert!(report.contains(&format!("-{plot}.svg")), "the report links the {plot} plot");
+    }
+    std::fs::remove_dir_all(&out).unwrap();
+}
