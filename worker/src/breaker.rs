@@ -45,11 +45,19 @@ impl BreakerSettings {
     }
 }
 
-/// Recent outcomes of one endpoint, as one worker saw them.
+/// Buckets the window is counted in: outcomes leave it in steps of a twentieth of the window.
+const BUCKETS: u32 = 20;
+
+/// Recent outcomes of one endpoint, as one worker saw them. The window is kept as counts per
+/// bucket, not one entry per outcome: recording is O(1) and the memory per endpoint is fixed,
+/// whatever the request rate (a busy endpoint sees hundreds of thousands of outcomes a minute).
 #[derive(Debug, Default)]
 pub struct Detector {
     consecutive: u32,
-    window: VecDeque<(Instant, bool)>,
+    /// (bucket start, attempts, failures), oldest first.
+    buckets: VecDeque<(Instant, u32, u32)>,
+    total: u32,
+    failures: u32,
 }
 
 impl Detector {
@@ -57,14 +65,26 @@ impl Detector {
     /// detector then starts afresh).
     pub fn record(&mut self, settings: &BreakerSettings, now: Instant, success: bool) -> bool {
         self.consecutive = if success { 0 } else { self.consecutive + 1 };
-        self.window.push_back((now, success));
-        while self.window.front().is_some_and(|(at, _)| now.duration_since(*at) > settings.window) {
-            self.window.pop_front();
+        while let Some(&(start, total, failures)) = self.buckets.front() {
+            if now.duration_since(start) <= settings.window {
+                break;
+            }
+            self.buckets.pop_front();
+            self.total -= total;
+            self.failures -= failures;
         }
-        let total = self.window.len();
-        let failures = self.window.iter().filter(|(_, ok)| !ok).count();
-        let by_ratio =
-            total >= settings.min_requests as usize && failures as f64 >= settings.failure_ratio * total as f64;
+        let span = settings.window / BUCKETS;
+        match self.buckets.back_mut() {
+            Some((start, total, failures)) if now.duration_since(*start) < span => {
+                *total += 1;
+                *failures += u32::from(!success);
+            }
+            _ => self.buckets.push_back((now, 1, u32::from(!success))),
+        }
+        self.total += 1;
+        self.failures += u32::from(!success);
+        let by_ratio = self.total >= settings.min_requests
+            && f64::from(self.failures) >= settings.failure_ratio * f64::from(self.total);
         let trip = !success && (self.consecutive >= settings.consecutive_failures || by_ratio);
         if trip {
             *self = Self::default();
@@ -121,6 +141,23 @@ mod tests {
         }
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(!d.record(&s, Instant::now(), false), "the window emptied: 1 request is too few");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_window_slides_bucket_by_bucket_with_fixed_memory() {
+        let (s, mut d) = (settings(), Detector::default());
+        // Ten minutes of successes, one per 10 ms: the window never holds more than its buckets.
+        for _ in 0..60_000 {
+            assert!(!d.record(&s, Instant::now(), true));
+            tokio::time::advance(Duration::from_millis(10)).await;
+        }
+        assert!(d.buckets.len() <= BUCKETS as usize + 1, "{} buckets", d.buckets.len());
+        assert!(d.total <= 6_300 && d.total >= 5_700, "about one window of attempts counted: {}", d.total);
+        // Failures now, with the consecutive rule out of the way: the ratio counts the whole
+        // window, so it takes as many failures as the window holds successes.
+        let s = BreakerSettings { consecutive_failures: u32::MAX, ..s };
+        let failures = (0..20_000).take_while(|_| !d.record(&s, Instant::now(), false)).count() + 1;
+        assert!((5_700..=6_300).contains(&failures), "tripped after {failures} failures");
     }
 
     #[test]
