@@ -56,6 +56,7 @@ pub async fn run(
     stop: CancellationToken,
 ) {
     let mut leader: Option<PgConnection> = None;
+    let mut pacing = StatsPacing::default();
     let mut ticker = tokio::time::interval(settings.interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -69,7 +70,7 @@ pub async fn run(
             continue;
         }
         health.database_ok();
-        leader = lead(leader, &settings).await;
+        leader = lead(leader, &settings, &mut pacing).await;
         if let Err(err) = publish_stats(&pool, &live_workers).await {
             crate::metrics::database_error("stats");
             tracing::warn!(error = %err, "Reading queue statistics failed");
@@ -98,7 +99,11 @@ async fn heartbeat(pool: &PgPool, worker_id: &str) -> Result<(), sqlx::Error> {
 
 /// Keeps or takes the leadership and, when held, runs one round of maintenance. Returns the
 /// leader connection to keep (dropping it releases the lock).
-async fn lead(connection: Option<PgConnection>, settings: &MaintenanceSettings) -> Option<PgConnection> {
+async fn lead(
+    connection: Option<PgConnection>,
+    settings: &MaintenanceSettings,
+    pacing: &mut StatsPacing,
+) -> Option<PgConnection> {
     let mut connection = match connection {
         Some(connection) => connection,
         None => {
@@ -116,7 +121,7 @@ async fn lead(connection: Option<PgConnection>, settings: &MaintenanceSettings) 
             connection
         }
     };
-    match maintain(&mut connection, settings).await {
+    match maintain(&mut connection, settings, pacing).await {
         Ok(()) => Some(connection),
         Err(err) => {
             crate::metrics::database_error("maintenance");
@@ -126,11 +131,37 @@ async fn lead(connection: Option<PgConnection>, settings: &MaintenanceSettings) 
     }
 }
 
+/// When the leader may next count the whole queue. Counting is a scan of the queue table, which
+/// takes seconds with millions of rows pending; it is held to a twentieth of the leader's time
+/// (the next full count waits twenty times as long as the last one took, and at least one round).
+/// The oldest ready age, the scaling signal, is refreshed every round from the ready index.
+#[derive(Debug, Default)]
+pub struct StatsPacing {
+    next_full: Option<tokio::time::Instant>,
+}
+
+impl StatsPacing {
+    /// Share of the leader's time full counts may take, as a divisor.
+    const DUTY: u32 = 20;
+
+    fn due(&self, now: tokio::time::Instant) -> bool {
+        self.next_full.is_none_or(|next| now >= next)
+    }
+
+    fn counted(&mut self, started: tokio::time::Instant, took: Duration) {
+        self.next_full = Some(started + took * Self::DUTY);
+    }
+}
+
 /// One round of leader maintenance.
 ///
 /// # Errors
 /// The first database error.
-pub async fn maintain(connection: &mut PgConnection, settings: &MaintenanceSettings) -> Result<(), sqlx::Error> {
+pub async fn maintain(
+    connection: &mut PgConnection,
+    settings: &MaintenanceSettings,
+    pacing: &mut StatsPacing,
+) -> Result<(), sqlx::Error> {
     loop {
         let reaped = queue::reap_expired_leases(&mut *connection, 1000, settings.max_attempts).await?;
         if reaped > 0 {
@@ -145,7 +176,13 @@ pub async fn maintain(connection: &mut PgConnection, settings: &MaintenanceSetti
     for _ in 0..probes {
         crate::metrics::breaker_transition("half_open");
     }
-    sqlx::query(COMPUTE_STATS).execute(&mut *connection).await?;
+    let now = tokio::time::Instant::now();
+    if pacing.due(now) {
+        sqlx::query(COMPUTE_STATS).execute(&mut *connection).await?;
+        pacing.counted(now, now.elapsed());
+    } else {
+        sqlx::query(REFRESH_OLDEST_READY).execute(&mut *connection).await?;
+    }
     sqlx::query("DELETE FROM webhook.workers WHERE heartbeat_at < now() - make_interval(secs => $1)")
         .bind(WORKER_EXPIRY_SECONDS)
         .execute(&mut *connection)
@@ -253,6 +290,15 @@ ON CONFLICT (state) DO UPDATE
 SET count = excluded.count, oldest_at = excluded.oldest_at, computed_at = excluded.computed_at
 "#;
 
+/// The oldest ready delivery from the first entry of the ready index (cheap at any depth); the
+/// counts stay those of the last full count.
+const REFRESH_OLDEST_READY: &str = r#"
+UPDATE webhook.queue_stats
+SET oldest_at = (SELECT min(run_at) FROM webhook.deliveries WHERE state = 'pending' AND run_at <= now()),
+    computed_at = now()
+WHERE state = 'ready'
+"#;
+
 #[derive(sqlx::FromRow)]
 struct StatRow {
     state: String,
@@ -274,7 +320,8 @@ async fn publish_stats(pool: &PgPool, live_workers: &AtomicUsize) -> Result<(), 
         match row.state.as_str() {
             "ready" => {
                 crate::metrics::queue_stats("ready", row.count);
-                let age = row.age_seconds.filter(|_| row.count > 0).unwrap_or(0.0).max(0.0);
+                // Between full counts the count may lag; the age is fresh every round.
+                let age = row.age_seconds.unwrap_or(0.0).max(0.0);
                 crate::metrics::oldest_ready_age(Duration::from_secs_f64(age));
             }
             "scheduled" => crate::metrics::queue_stats("scheduled", row.count),
@@ -295,6 +342,7 @@ async fn publish_stats(pool: &PgPool, live_workers: &AtomicUsize) -> Result<(), 
 /// Every fixed statement of this module, for the test that prepares them against the real schema.
 pub const STATEMENTS: &[(&str, &str)] = &[
     ("compute_stats", COMPUTE_STATS),
+    ("refresh_oldest_ready", REFRESH_OLDEST_READY),
     ("read_stats", READ_STATS),
     ("delete_dead_letters", DELETE_DEAD_LETTERS),
     ("delete_idempotency_keys", DELETE_IDEMPOTENCY_KEYS),
