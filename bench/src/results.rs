@@ -92,6 +92,22 @@ pub struct ThroughputRun {
     /// Requests beyond the first per webhook id (at-least-once; expected 0 without faults).
     pub duplicates: u64,
     pub invalid_signatures: u64,
+    /// The statements Postgres spent most time on during the run (pg_stat_statements; empty on
+    /// a given server without it).
+    #[serde(default)]
+    pub statements: Vec<StatementStat>,
+}
+
+/// One statement's share of the database's work (from pg_stat_statements).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StatementStat {
+    /// The statement's first words, whitespace folded.
+    pub query: String,
+    pub calls: u64,
+    pub rows_per_call: f64,
+    pub mean_ms: f64,
+    /// Share of all statements' execution time in the run.
+    pub share: f64,
 }
 
 /// Phase 3: producers inserting at a fixed rate; enqueue → delivered.

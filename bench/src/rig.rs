@@ -12,11 +12,19 @@ use webhook_worker::endpoint_admin::{self, Changes};
 use webhook_worker::pgcluster::Cluster;
 use webhook_worker::signing::SigningSecret;
 
+use crate::results::StatementStat;
+
 /// Settings of the throwaway cluster: durable (fsync, synchronous commit and full-page writes
 /// stay on, as in production), with memory and checkpoint spacing sized for the machine so a
 /// multi-gigabyte backlog does not turn into a checkpoint storm.
-pub const CLUSTER_SETTINGS: &[(&str, &str)] =
-    &[("max_connections", "300"), ("shared_buffers", "1GB"), ("max_wal_size", "8GB"), ("checkpoint_timeout", "30min")];
+pub const CLUSTER_SETTINGS: &[(&str, &str)] = &[
+    ("max_connections", "300"),
+    ("shared_buffers", "1GB"),
+    ("max_wal_size", "8GB"),
+    ("checkpoint_timeout", "30min"),
+    // Where the database's time goes, per statement, for the report (a few per cent overhead).
+    ("shared_preload_libraries", "pg_stat_statements"),
+];
 
 /// Every payload is this many bytes: a typical event.
 pub const PAYLOAD_BYTES: usize = 256;
@@ -61,6 +69,8 @@ impl Rig {
         };
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(40).connect(&url).await?;
         webhook_worker::db::migrate(&pool).await.context("migrating the benchmark database")?;
+        // Only where the library is preloaded (the throwaway cluster); otherwise no statistics.
+        let _ = sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements").execute(&pool).await;
         let (_, key_ring_text) = KeyRing::generate("bench");
         let postmaster = cluster.as_ref().and_then(Cluster::server_pid);
         Ok(Self {
@@ -165,6 +175,38 @@ impl Rig {
     /// Database errors.
     pub async fn history_rows(&self) -> anyhow::Result<i64> {
         Ok(sqlx::query_scalar("SELECT count(*) FROM webhook.delivery_attempts").fetch_one(&self.pool).await?)
+    }
+
+    /// Forgets the statement statistics (no-op without pg_stat_statements).
+    pub async fn reset_statement_stats(&self) {
+        let _ = sqlx::query("SELECT pg_stat_statements_reset()").execute(&self.pool).await;
+    }
+
+    /// The `limit` statements with the most execution time since the last reset (empty without
+    /// pg_stat_statements).
+    pub async fn statement_stats(&self, limit: i64) -> Vec<StatementStat> {
+        let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(
+            "SELECT regexp_replace(query, '\\s+', ' ', 'g'), calls, rows, mean_exec_time, \
+             total_exec_time / nullif(sum(total_exec_time) OVER (), 0) \
+             FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+             ORDER BY total_exec_time DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap_or_else(|err| {
+            eprintln!("  (no statement statistics: {err})");
+            Vec::new()
+        });
+        rows.into_iter()
+            .map(|(query, calls, rows, mean_ms, share)| StatementStat {
+                query: query.trim().chars().take(70).collect(),
+                calls: u64::try_from(calls).unwrap_or(0),
+                rows_per_call: if calls > 0 { rows as f64 / calls as f64 } else { 0.0 },
+                mean_ms,
+                share,
+            })
+            .collect()
     }
 
     /// Closes the pool; drops the fresh database on a given server, or stops the cluster.

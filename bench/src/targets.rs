@@ -180,6 +180,7 @@ pub(crate) mod tests {
             receiver_cpu_us_per_delivery: 12.3,
             duplicates: 0,
             invalid_signatures: 0,
+            statements: Vec::new(),
         };
         let latency = |offered: f64, p50: f64, p99: f64| LatencyRun {
             offered_per_second: offered,

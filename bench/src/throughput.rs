@@ -16,6 +16,7 @@ pub async fn run(bench: &Bench, ceiling: f64) -> anyhow::Result<Vec<ThroughputRu
         bench.rig.clear().await?;
         bench.rig.fill(rows).await?;
         bench.sink.reset(false);
+        bench.rig.reset_statement_stats().await;
         let (pg_start, own_start) = (bench.postgres_cpu(), procstat::own_cpu_seconds());
         let mut fleet = bench.start_workers(workers, &[])?;
         bench.wait_for_arrivals(&mut fleet, rows, Bench::limit_for(rows)).await?;
@@ -23,6 +24,7 @@ pub async fn run(bench: &Bench, ceiling: f64) -> anyhow::Result<Vec<ThroughputRu
         let worker_cpu = fleet.cpu_seconds();
         let rss = fleet.peak_rss_mib();
         let (pg, own) = (bench.postgres_cpu() - pg_start, procstat::own_cpu_seconds() - own_start);
+        let statements = bench.rig.statement_stats(6).await;
         fleet.stop().await;
         let seconds = bench.sink.window_seconds();
         let per_second = ratio((rows - 1) as f64, seconds);
@@ -40,6 +42,7 @@ pub async fn run(bench: &Bench, ceiling: f64) -> anyhow::Result<Vec<ThroughputRu
             receiver_cpu_us_per_delivery: per_delivery_us(own),
             duplicates: bench.sink.duplicates(),
             invalid_signatures: bench.sink.invalid_signatures(),
+            statements,
         };
         eprintln!(
             "  {workers} worker(s): {per_second:.0} deliveries/s ({:.0} % of the ceiling), worker {:.1} µs/delivery, \
@@ -49,6 +52,16 @@ pub async fn run(bench: &Bench, ceiling: f64) -> anyhow::Result<Vec<ThroughputRu
             run.postgres_cpu_us_per_delivery,
             run.worker_peak_rss_mib.iter().map(|m| m.round()).collect::<Vec<_>>()
         );
+        for statement in &run.statements {
+            eprintln!(
+                "    {:>4.0} %  {:>7} calls  {:>6.1} rows/call  {:>7.3} ms  {}",
+                100.0 * statement.share,
+                statement.calls,
+                statement.rows_per_call,
+                statement.mean_ms,
+                statement.query
+            );
+        }
         runs.push(run);
     }
     Ok(runs)
