@@ -105,14 +105,18 @@ async fn write(writer: &Writer, batch: &[Completion]) {
         {
             Ok(done) => {
                 writer.health.database_ok();
+                let reopened = done.reopened.unwrap_or_default();
                 for _ in 0..done.closed {
                     crate::metrics::breaker_transition("closed");
                 }
-                for _ in 0..done.reopened {
+                for _ in 0..reopened.len() {
                     crate::metrics::breaker_transition("open");
                 }
-                if done.closed + done.reopened > 0 {
-                    tracing::info!(closed = done.closed, reopened = done.reopened, "Circuit probes decided");
+                if done.closed > 0 || !reopened.is_empty() {
+                    tracing::info!(closed = done.closed, reopened = reopened.len(), "Circuit probes decided");
+                }
+                if !reopened.is_empty() {
+                    defer_backlog(writer, &reopened).await;
                 }
                 let stale = i64::try_from(batch.len()).unwrap_or(i64::MAX) - done.applied;
                 if stale > 0 {
@@ -130,5 +134,14 @@ async fn write(writer: &Writer, batch: &[Completion]) {
                 backoff = (backoff * 2).min(RETRY_MAX);
             }
         }
+    }
+}
+
+/// Moves reopened endpoints' backlog behind their cool-down. Failing here only costs deferrals:
+/// the claim skips an open endpoint's deliveries anyway, so it is logged, not retried.
+async fn defer_backlog(writer: &Writer, endpoints: &[uuid::Uuid]) {
+    if let Err(err) = queue::defer_reopened_backlog(&writer.pool, endpoints).await {
+        crate::metrics::database_error("complete");
+        tracing::warn!(error = %err, "Moving the backlog of reopened circuits failed; the claim skips them meanwhile");
     }
 }
