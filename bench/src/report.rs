@@ -247,6 +247,29 @@ fn throughput_section(r: &Results) -> String {
          Naive baseline: one delivery per claim, the transaction held open during the HTTP call.\n\n{}\n{speedup}",
         table(header, 0, &rows),
         table(naive_header, 0, &[naive_row])
+    ) + &statements_section(best)
+}
+
+/// Where Postgres spent its time in the best run, statement by statement.
+fn statements_section(best: Option<&crate::results::ThroughputRun>) -> String {
+    let Some(best) = best.filter(|b| !b.statements.is_empty()) else { return String::new() };
+    let rows: Vec<Vec<String>> = best
+        .statements
+        .iter()
+        .map(|s| {
+            vec![
+                format!("`{}…`", s.query.replace('`', "'").replace('|', "\\|")),
+                thousands(s.calls),
+                dec1(s.rows_per_call),
+                format!("{:.3}", s.mean_ms),
+                percent(s.share),
+            ]
+        })
+        .collect();
+    format!(
+        "\nWhere Postgres spent its execution time in the best run ({} workers; `pg_stat_statements`):\n\n{}",
+        best.workers,
+        table("Statement | Calls | Rows/call | Mean ms | Share of time", 1, &rows)
     )
 }
 
