@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use webhook_worker::queue::{self, Action, ClaimedDelivery, Completion};
+use webhook_worker::queue::{self, Action, Claim, ClaimedDelivery, Completion, ScanFrom, ScanPosition};
 
 use crate::bench::{Bench, ratio};
 use crate::results::{Ceiling, CeilingRun};
@@ -59,10 +59,21 @@ pub async fn run(bench: &Bench) -> anyhow::Result<Ceiling> {
     Ok(Ceiling { runs, per_second })
 }
 
-/// Claims a batch, completes it as delivered, until the queue is empty.
+/// Claims a batch, completes it as delivered, until the queue is empty. Scans the ready index
+/// from a [`ScanPosition`] as the worker's dispatcher does.
 async fn cycle(pool: sqlx::PgPool, worker_id: String, batch: usize, done: Arc<AtomicU64>) -> anyhow::Result<()> {
+    let claim = Claim { worker_id: &worker_id, limit: batch, lease: LEASE, max_payload_bytes: MAX_PAYLOAD };
+    let mut position = ScanPosition::default();
     loop {
-        let claimed = queue::claim_batch(&pool, &worker_id, batch, LEASE, MAX_PAYLOAD).await?;
+        let now = tokio::time::Instant::now();
+        let mut scanned = position.scan_from(now);
+        let mut claimed = queue::claim_batch_from(&pool, &claim, scanned).await?;
+        if claimed.len() < batch && scanned != ScanFrom::Start {
+            let rest = Claim { limit: batch - claimed.len(), ..claim };
+            claimed.extend(queue::claim_batch_from(&pool, &rest, ScanFrom::Start).await?);
+            scanned = ScanFrom::Start;
+        }
+        position.claimed(scanned, &claimed, batch, now);
         if claimed.is_empty() {
             return Ok(());
         }

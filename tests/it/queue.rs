@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use sqlx::Executor as _;
 use tokio::sync::Barrier;
-use webhook_worker::queue::{self, Action, Completion};
+use webhook_worker::queue::{self, Action, Completion, ScanFrom, ScanPosition};
 use webhook_worker::receiver::Receiver;
 
 use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until};
@@ -62,6 +62,47 @@ async fn a_claim_takes_no_more_than_asked_and_oldest_first() {
     assert!(ids.iter().all(|id| id % 2 == 1), "claimed a delivery scheduled for later: {ids:?}");
     let rest = queue::claim_batch(&db.pool, "w", 100, LEASE, 1 << 20).await.unwrap();
     assert_eq!(rest.len(), 2, "only the 5 ready deliveries are claimable");
+}
+
+#[tokio::test]
+async fn a_claimer_resumes_at_its_position_and_rewinds_for_rows_due_behind_it() {
+    let db = TestDb::new().await;
+    let (id, _) = endpoint(&db.pool, "http://127.0.0.1:9/").await;
+    insert_deliveries(&db.pool, id, 10).await;
+    let claim = queue::Claim { worker_id: "w", limit: 4, lease: LEASE, max_payload_bytes: 1 << 20 };
+    let mut position = ScanPosition::default();
+    let now = tokio::time::Instant::now();
+    assert_eq!(position.scan_from(now), ScanFrom::Start);
+    let first = queue::claim_batch_from(&db.pool, &claim, ScanFrom::Start).await.unwrap();
+    position.claimed(ScanFrom::Start, &first, 4, now);
+    let from = position.scan_from(now);
+    let oldest = first.iter().map(|d| (d.run_at, d.id)).min().unwrap();
+    assert_eq!(from, ScanFrom::After(oldest.0, oldest.1), "resumes where its batch began");
+
+    // A row due long ago appears behind the position (a producer's long transaction).
+    sqlx::query(
+        "INSERT INTO webhook.deliveries (endpoint_id, event_type, payload, run_at) \
+         VALUES ($1, 'late', '{}', now() - interval '1 hour')",
+    )
+    .bind(id)
+    .execute(&db.pool)
+    .await
+    .unwrap();
+    let second = queue::claim_batch_from(&db.pool, &claim, from).await.unwrap();
+    assert_eq!(second.len(), 4);
+    assert!(second.iter().all(|d| d.event_type != "late"), "the scan starts at the position");
+    assert!(second.iter().all(|d| (d.run_at, d.id) > oldest), "and after it");
+    position.claimed(from, &second, 4, now);
+
+    // The position takes time as an argument: one rewind interval later.
+    let later = now + ScanPosition::REWIND;
+    let from = position.scan_from(later);
+    assert_eq!(from, ScanFrom::Start, "rewinds after {:?}", ScanPosition::REWIND);
+    let third = queue::claim_batch_from(&db.pool, &claim, from).await.unwrap();
+    assert_eq!(third.first().map(|d| d.event_type.as_str()), Some("late"), "the late row is first from the start");
+    position.claimed(from, &third, 4, later);
+    assert_eq!(third.len(), 3, "2 original rows and the late one were left");
+    assert_eq!(position.scan_from(later), ScanFrom::Start, "a short claim rewinds at once");
 }
 
 fn completion(d: &queue::ClaimedDelivery, action: Action) -> Completion {

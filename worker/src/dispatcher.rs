@@ -13,7 +13,7 @@ use crate::attempt::{self, AttemptContext};
 use crate::completer::Completer;
 use crate::endpoints::{Endpoint, EndpointCache};
 use crate::health::Health;
-use crate::queue::{self, ClaimedDelivery};
+use crate::queue::{self, ClaimedDelivery, ScanFrom, ScanPosition};
 use crate::shutdown::Shutdown;
 
 const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(10);
@@ -47,6 +47,7 @@ pub async fn run(settings: DispatchSettings, parts: Parts, shutdown: Shutdown) {
     let slots = Arc::new(Semaphore::new(settings.concurrency));
     let tracker = TaskTracker::new();
     let mut backoff = Duration::from_millis(100);
+    let mut position = ScanPosition::default();
     loop {
         parts.health.progress();
         crate::metrics::in_flight(settings.concurrency - slots.available_permits());
@@ -58,7 +59,7 @@ pub async fn run(settings: DispatchSettings, parts: Parts, shutdown: Shutdown) {
         let notified = parts.wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let batch = match claim(&settings, &parts, free).await {
+        let batch = match claim(&settings, &parts, free, &mut position).await {
             Ok(batch) => {
                 backoff = Duration::from_millis(100);
                 batch
@@ -83,20 +84,42 @@ pub async fn run(settings: DispatchSettings, parts: Parts, shutdown: Shutdown) {
     tracker.wait().await;
 }
 
+/// One claim statement; a database error is logged and counted.
+async fn claim_rows(parts: &Parts, claim: &queue::Claim<'_>, from: ScanFrom) -> Result<Vec<ClaimedDelivery>, ()> {
+    queue::claim_batch_from(&parts.pool, claim, from).await.map_err(|err| {
+        crate::metrics::database_error("claim");
+        tracing::warn!(error = %err, "Claiming deliveries failed");
+    })
+}
+
 /// Claims up to `free` deliveries and loads their endpoints. On a database error the claimed rows
 /// are handed back (if any) and `Err` is returned after logging.
 async fn claim(
     settings: &DispatchSettings,
     parts: &Parts,
     free: usize,
+    position: &mut ScanPosition,
 ) -> Result<Vec<(ClaimedDelivery, Option<Arc<Endpoint>>)>, ()> {
-    let batch =
-        queue::claim_batch(&parts.pool, &settings.worker_id, free, settings.lease_duration, settings.max_payload_bytes)
-            .await
-            .map_err(|err| {
-                crate::metrics::database_error("claim");
-                tracing::warn!(error = %err, "Claiming deliveries failed");
-            })?;
+    let now = tokio::time::Instant::now();
+    let from = position.scan_from(now);
+    let spec = queue::Claim {
+        worker_id: &settings.worker_id,
+        limit: free,
+        lease: settings.lease_duration,
+        max_payload_bytes: settings.max_payload_bytes,
+    };
+    let mut batch = claim_rows(parts, &spec, from).await?;
+    let mut scanned = from;
+    if batch.len() < free && from != ScanFrom::Start {
+        // Rows may have become due behind the position: look from the start for the rest. The
+        // first batch is committed, so an error here keeps it.
+        let rest = queue::Claim { limit: free - batch.len(), ..spec };
+        if let Ok(more) = claim_rows(parts, &rest, ScanFrom::Start).await {
+            batch.extend(more);
+            scanned = ScanFrom::Start;
+        }
+    }
+    position.claimed(scanned, &batch, free, now);
     parts.health.database_ok();
     crate::metrics::claim_batch(batch.len());
     if batch.is_empty() {

@@ -24,6 +24,8 @@ pub struct ClaimedDelivery {
     pub attempt: i32,
     pub lease_token: i64,
     pub created_at: DateTime<Utc>,
+    /// When it was due: with `id`, its position in the ready index (see [`ScanFrom`]).
+    pub run_at: DateTime<Utc>,
     pub payload_bytes: i64,
     /// `None` when the payload is larger than the limit given to [`claim_batch`] (not fetched).
     pub payload: Option<String>,
@@ -34,6 +36,8 @@ WITH ready AS MATERIALIZED (
     SELECT d.id
     FROM webhook.deliveries d
     WHERE d.state = 'pending' AND d.run_at <= now()
+      -- Where the scan of the ready index starts (see ScanFrom): a seek, not a filter.
+      AND (d.run_at, d.id) >= (coalesce($5::timestamptz, '-infinity'), coalesce($6::bigint, -9223372036854775808))
       -- One primary-key probe of the small endpoints table per candidate row decides two things:
       -- an endpoint whose circuit is not closed is skipped (except for its one probe delivery), and
       -- of a FIFO endpoint only the oldest delivery (its head) is claimable, so one is in flight at
@@ -59,10 +63,56 @@ SET state = 'running',
     lease_expires_at = now() + make_interval(secs => $3)
 FROM ready
 WHERE d.id = ready.id
-RETURNING d.id, d.message_id, d.endpoint_id, d.event_type, d.attempt, d.lease_token, d.created_at,
+RETURNING d.id, d.message_id, d.endpoint_id, d.event_type, d.attempt, d.lease_token, d.created_at, d.run_at,
           octet_length(d.payload::text)::bigint AS payload_bytes,
           CASE WHEN octet_length(d.payload::text) <= $4 THEN d.payload::text END AS payload
 "#;
+
+/// Where a claim starts scanning the ready index, in its `(run_at, id)` order.
+///
+/// Every claimed row leaves a dead entry at the head of the ready index until vacuum removes it,
+/// and a scan from the start steps over all of them: with millions of rows pending, autovacuum
+/// takes minutes per pass and the dead head grows to hundreds of thousands of entries. A worker
+/// therefore resumes where its previous batch began ([`ScanFrom::After`]) and starts from the
+/// beginning ([`ScanFrom::Start`]) only now and then, so rows that became due behind its position
+/// (a producer's long transaction, a closed circuit's backlog) wait at most until then.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScanFrom {
+    Start,
+    /// At or after this `(run_at, id)`.
+    After(DateTime<Utc>, i64),
+}
+
+/// A claimer's position in the ready index: where its next claim starts scanning. It follows the
+/// claimer's own batches and goes back to the start every [`ScanPosition::REWIND`] and whenever a
+/// claim comes back short. Pure: time comes in as an argument.
+#[derive(Debug, Default)]
+pub struct ScanPosition {
+    from: Option<(DateTime<Utc>, i64)>,
+    rewind_at: Option<tokio::time::Instant>,
+}
+
+impl ScanPosition {
+    /// How long rows that became due behind the position may wait.
+    pub const REWIND: Duration = Duration::from_secs(1);
+
+    /// Where the next claim at `now` starts.
+    pub fn scan_from(&self, now: tokio::time::Instant) -> ScanFrom {
+        match (self.from, self.rewind_at) {
+            (Some((run_at, id)), Some(rewind_at)) if now < rewind_at => ScanFrom::After(run_at, id),
+            _ => ScanFrom::Start,
+        }
+    }
+
+    /// Moves to the start of `batch` (claimed scanning from `scanned` at `now`), or back to the
+    /// start of the index when the batch holds fewer rows than `asked`.
+    pub fn claimed(&mut self, scanned: ScanFrom, batch: &[ClaimedDelivery], asked: usize, now: tokio::time::Instant) {
+        if scanned == ScanFrom::Start {
+            self.rewind_at = Some(now + Self::REWIND);
+        }
+        self.from = if batch.len() < asked { None } else { batch.iter().map(|d| (d.run_at, d.id)).min() };
+    }
+}
 
 /// Claims up to `limit` ready deliveries, oldest `run_at` first, leasing them to `worker_id` for
 /// `lease`. Rows locked by another claimer are skipped, so concurrent workers never claim the same
@@ -77,11 +127,39 @@ pub async fn claim_batch(
     lease: Duration,
     max_payload_bytes: usize,
 ) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
+    let claim = Claim { worker_id, limit, lease, max_payload_bytes };
+    claim_batch_from(pool, &claim, ScanFrom::Start).await
+}
+
+/// What one claim asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim<'a> {
+    pub worker_id: &'a str,
+    pub limit: usize,
+    pub lease: Duration,
+    pub max_payload_bytes: usize,
+}
+
+/// [`claim_batch`], scanning the ready index from `from`: rows before it are not considered.
+///
+/// # Errors
+/// The database error; nothing was claimed then.
+pub async fn claim_batch_from(
+    pool: &PgPool,
+    claim: &Claim<'_>,
+    from: ScanFrom,
+) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
+    let (run_at, id) = match from {
+        ScanFrom::Start => (None, None),
+        ScanFrom::After(run_at, id) => (Some(run_at), Some(id)),
+    };
     sqlx::query_as(CLAIM_BATCH)
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-        .bind(worker_id)
-        .bind(lease.as_secs_f64())
-        .bind(i64::try_from(max_payload_bytes).unwrap_or(i64::MAX))
+        .bind(i64::try_from(claim.limit).unwrap_or(i64::MAX))
+        .bind(claim.worker_id)
+        .bind(claim.lease.as_secs_f64())
+        .bind(i64::try_from(claim.max_payload_bytes).unwrap_or(i64::MAX))
+        .bind(run_at)
+        .bind(id)
         .fetch_all(pool)
         .await
 }
