@@ -21,7 +21,7 @@ pub struct FleetConfig {
     pub log_dir: PathBuf,
 }
 
-/// Running workers.
+/// Running workers. Dropping the fleet (a phase failed or the run was interrupted) kills them.
 pub struct Fleet {
     children: Vec<Child>,
     cpu_at_start: Vec<f64>,
@@ -106,6 +106,17 @@ impl Fleet {
             }
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        for child in &mut self.children {
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
         }
     }
 }

@@ -139,7 +139,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     };
     let machine = machine(&args, &rig).await;
     let bench = Bench { rig, sink, fleet, sizes, concurrency: args.concurrency, batch_size: args.batch_size };
-    let outcome = phases(&bench, &secrets, machine, &args).await;
+    // Interrupted (Ctrl-C, SIGTERM): the phase in progress is dropped, which stops its workers,
+    // and the database is cleaned up below like after a failure.
+    let outcome = tokio::select! {
+        outcome = phases(&bench, &secrets, machine, &args) => outcome,
+        signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
+    };
     let Bench { rig, .. } = bench;
     rig.close().await;
     let mut results = outcome.with_context(|| format!("worker logs are in {}", work_dir.display()))?;
@@ -227,6 +232,18 @@ async fn machine(args: &Args, rig: &Rig) -> Machine {
         } else {
             Vec::new()
         },
+    }
+}
+
+/// Resolves on SIGINT or SIGTERM with the signal's name.
+async fn interrupted() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
     }
 }
 
