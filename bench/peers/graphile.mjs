@@ -25,15 +25,17 @@ const options = parseArgs(process.argv.slice(2), {
   localQueue: 64,
   completeJobBatchDelay: 10,
   maxSockets: 0,
+  // 1: keep graphile-worker's default info line per completed job (to see what it costs)
+  logSuccess: 0,
 });
 
 // The per-job "Completed task … with success" info line is switched off the documented way (the
 // NO_LOG_SUCCESS variable, read when the module loads); warnings and errors are still printed.
-process.env.NO_LOG_SUCCESS = "1";
+if (!options.logSuccess) process.env.NO_LOG_SUCCESS = "1";
 const { Logger, makeWorkerUtils, run } = await import("graphile-worker");
 const quietLogger = new Logger(() => (level, message) => {
   // First line only: a failed delivery's stack trace says nothing the message doesn't.
-  if (level === "error" || level === "warning") process.stderr.write(`[graphile-worker] ${level}: ${message.split("\n")[0]}\n`);
+  if (level === "error" || level === "warning" || (options.logSuccess && level === "info")) process.stderr.write(`[graphile-worker] ${level}: ${message.split("\n")[0]}\n`);
 });
 const version = packageVersion("graphile-worker");
 const started = performance.now();
