@@ -1,8 +1,14 @@
 {{- define "wd.name" -}}{{ default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}{{- end -}}
 
+{{/* The usual convention: `helm install webhook-delivery …` (or any release name that already
+contains the chart name) gives `webhook-delivery`, not `webhook-delivery-webhook-delivery`. */}}
 {{- define "wd.fullname" -}}
 {{- if .Values.fullnameOverride -}}{{ .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
-{{- else -}}{{ printf "%s-%s" .Release.Name (include "wd.name" .) | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- else -}}
+{{- $name := include "wd.name" . -}}
+{{- if contains $name .Release.Name -}}{{ .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else -}}{{ printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}{{- end -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "wd.selectorLabels" -}}
@@ -10,7 +16,7 @@ app.kubernetes.io/name: {{ include "wd.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 
-{{/* The worker pods only (the migration Job's pods carry component: migrate). */}}
+{{/* The worker pods only (the migration Job's pods carry component: migrate, the test's: test). */}}
 {{- define "wd.workerSelectorLabels" -}}
 {{ include "wd.selectorLabels" . }}
 app.kubernetes.io/component: worker
@@ -35,13 +41,57 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- end -}}
 {{- end -}}
 
-{{- define "wd.image" -}}{{ .Values.image.repository }}:{{ default .Chart.AppVersion .Values.image.tag }}{{- end -}}
+{{/* An image reference from {registry, repository, tag}; the registry falls back to
+global.imageRegistry (the Bitnami convention an umbrella chart sets once for every dependency). */}}
+{{- define "wd.imageRef" -}}
+{{- $registry := .image.registry | default (.root.Values.global).imageRegistry | default "" | trimSuffix "/" -}}
+{{- $ref := printf "%s:%s" .image.repository (.image.tag | default .root.Chart.AppVersion) -}}
+{{- if $registry }}{{ printf "%s/%s" $registry $ref }}{{ else }}{{ $ref }}{{ end -}}
+{{- end -}}
+
+{{- define "wd.image" -}}{{ include "wd.imageRef" (dict "image" .Values.image "root" .) }}{{- end -}}
+
+{{/* imagePullSecrets of the chart plus global.imagePullSecrets (names or {name: …}). */}}
+{{- define "wd.imagePullSecrets" -}}
+{{- $names := list -}}
+{{- range concat .Values.imagePullSecrets ((.Values.global).imagePullSecrets | default list) -}}
+{{- if kindIs "string" . }}{{ $names = append $names . }}{{ else }}{{ $names = append $names .name }}{{ end -}}
+{{- end -}}
+{{- with $names | uniq }}
+imagePullSecrets:
+{{- range . }}
+  - name: {{ . }}
+{{- end }}
+{{- end -}}
+{{- end -}}
 
 {{/* Prometheus label matchers selecting this release's series (alerts, KEDA). */}}
 {{- define "wd.seriesSelector" -}}
 {{- if .Values.seriesSelector -}}{{ .Values.seriesSelector }}
 {{- else -}}namespace="{{ .Release.Namespace }}",job="{{ include "wd.fullname" . }}"
 {{- end -}}
+{{- end -}}
+
+{{/* Where the key ring file is when it is mounted from the Secret (secrets.encryptionKeysSource: file). */}}
+{{- define "wd.keyRingDir" -}}/etc/webhook-delivery/keys{{- end -}}
+
+{{/* The worker refuses WEBHOOK_ENCRYPTION_KEYS and WEBHOOK_ENCRYPTION_KEYS_FILE together, so
+exactly one of them is set, by secrets.encryptionKeysSource:
+  env:  WEBHOOK_ENCRYPTION_KEYS from the Secret's key;
+  file: the Secret's key mounted as a file (volume "encryption-keys"), WEBHOOK_ENCRYPTION_KEYS_FILE
+        pointing at it;
+  path: WEBHOOK_ENCRYPTION_KEYS_FILE = secrets.encryptionKeysPath, a file on a volume the operator
+        brings (extraVolumes + extraVolumeMounts with a CSI driver, a Vault agent's shared volume…). */}}
+{{- define "wd.keyRingEnv" -}}
+{{- $s := .Values.secrets -}}
+{{- if eq $s.encryptionKeysSource "env" }}
+- name: WEBHOOK_ENCRYPTION_KEYS
+  valueFrom: { secretKeyRef: { name: {{ include "wd.secretName" . }}, key: {{ $s.encryptionKeysKey | quote }} } }
+{{- else if eq $s.encryptionKeysSource "file" }}
+- { name: WEBHOOK_ENCRYPTION_KEYS_FILE, value: {{ printf "%s/%s" (include "wd.keyRingDir" .) $s.encryptionKeysKey | quote }} }
+{{- else }}
+- { name: WEBHOOK_ENCRYPTION_KEYS_FILE, value: {{ $s.encryptionKeysPath | quote }} }
+{{- end }}
 {{- end -}}
 
 {{/* Rendering guards: settings that would deploy something broken. */}}
@@ -61,34 +111,43 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- if and .Values.keda.enabled (gt (int .Values.keda.minReplicas) (int .Values.keda.maxReplicas)) }}
 {{- fail "keda.minReplicas must not exceed keda.maxReplicas" }}
 {{- end }}
+{{- $s := .Values.secrets }}
+{{- if and (eq $s.encryptionKeysSource "path") (not $s.encryptionKeysPath) }}
+{{- fail "secrets.encryptionKeysSource=path needs secrets.encryptionKeysPath: the absolute path of the key-ring file on a volume you add (extraVolumes and extraVolumeMounts, a CSI driver, a Vault agent)" }}
+{{- end }}
+{{- if and $s.encryptionKeysPath (ne $s.encryptionKeysSource "path") }}
+{{- fail (printf "secrets.encryptionKeysPath is only read with secrets.encryptionKeysSource=path (it is %s): set one key source" $s.encryptionKeysSource) }}
+{{- end }}
+{{- range .Values.extraEnv }}
+{{- if has .name (list "WEBHOOK_ENCRYPTION_KEYS" "WEBHOOK_ENCRYPTION_KEYS_FILE") }}
+{{- fail (printf "extraEnv sets %s, but the chart already sets the key ring (the worker refuses both variables at once): use secrets.encryptionKeysSource (env, file or path) instead" .name) }}
+{{- end }}
+{{- if eq .name "DATABASE_URL" }}
+{{- fail "extraEnv sets DATABASE_URL, which the chart sets from secrets.existingSecret: name the Secret there (and its key in secrets.databaseUrlKey)" }}
+{{- end }}
+{{- end }}
+{{- if and (or .Values.prometheusRule.enabled .Values.dashboard.enabled) (not .Values.runbookUrl) }}
+{{- fail "runbookUrl is required with prometheusRule.enabled or dashboard.enabled: the URL where your team reads this repository's docs/runbook.md (e.g. https://github.com/<org>/webhook-delivery/blob/main/docs/runbook.md); alerts and panels link to its sections" }}
+{{- end }}
 {{- $_ := include "wd.secretName" . }}
 {{- end -}}
 
-{{/* Environment shared by the worker and the migration Job. */}}
+{{/* Environment shared by the worker, the migration Job and the test: the database, logging. The
+key ring is the worker's alone (wd.keyRingEnv): `migrate` and `queue stats` do not read it. */}}
 {{- define "wd.env" -}}
 - name: DATABASE_URL
   valueFrom: { secretKeyRef: { name: {{ include "wd.secretName" . }}, key: {{ .Values.secrets.databaseUrlKey | quote }} } }
-- name: WEBHOOK_ENCRYPTION_KEYS
-  valueFrom: { secretKeyRef: { name: {{ include "wd.secretName" . }}, key: {{ .Values.secrets.encryptionKeysKey | quote }} } }
 - { name: WEBHOOK_DB_POOL_SIZE, value: {{ .Values.worker.dbPoolSize | quote }} }
 - { name: WEBHOOK_LOG_FORMAT, value: {{ .Values.worker.logFormat | quote }} }
 - { name: RUST_LOG, value: {{ .Values.worker.logLevel | quote }} }
 {{- end -}}
 
-{{- define "wd.podSecurityContext" -}}
-runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
-fsGroup: 65532
-seccompProfile: { type: RuntimeDefault }
-{{- end -}}
+{{- define "wd.runbookLink" -}}{{ printf "%s#%s" .root.Values.runbookUrl .anchor }}{{- end -}}
 
-{{- define "wd.securityContext" -}}
-allowPrivilegeEscalation: false
-readOnlyRootFilesystem: true
-runAsNonRoot: true
-runAsUser: 65532
-runAsGroup: 65532
-capabilities: { drop: [ALL] }
-seccompProfile: { type: RuntimeDefault }
+{{/* Grafana uids are at most 40 characters and unique per Grafana: the full name plus a hash of
+namespace/fullname, so that releases of the same name in two namespaces differ too. */}}
+{{- define "wd.dashboardUid" -}}
+{{- if .Values.dashboard.uid -}}{{ .Values.dashboard.uid }}
+{{- else -}}{{ printf "%s-%s" (include "wd.fullname" . | trunc 31 | trimSuffix "-") (printf "%s/%s" .Release.Namespace (include "wd.fullname" .) | sha256sum | trunc 8) }}
+{{- end -}}
 {{- end -}}
