@@ -9,11 +9,22 @@ usage:
       the dashboard's structure (data source variable, ids), and the rendered ConfigMap carries it
       unchanged with the sidecar label.
   check_chart.py alerts RENDERED.yaml RUNBOOK.md
-      the six alerts, each with severity, summary, description and a runbook_url whose anchor is a
+      the alerts, each with severity, summary, description and a runbook_url whose anchor is a
       heading of the runbook.
   check_chart.py workload RENDERED.yaml [RENDERED.yaml…]
       the Deployment, migration Job and autoscaler keep their contract (security context, probes,
-      ports, environment variable names, drain deadline below the grace period).
+      ports, environment variable names, one key-ring source, drain deadline below the grace period).
+  check_chart.py pods RENDERED.yaml [RENDERED.yaml…]
+      the pods of any render (umbrella charts, README examples) would start as far as the chart
+      decides: one key-ring source, its file mounted where WEBHOOK_ENCRYPTION_KEYS_FILE says,
+      every volume mount backed by a volume.
+  check_chart.py extensions RENDERED.yaml VALUES.yaml SUBCHART_KEY
+      every extension point set in VALUES.yaml (under SUBCHART_KEY, as an umbrella chart passes
+      them) reached the rendered worker pod, migration Job and test pod.
+  check_chart.py rules RENDERED.yaml OUT.yaml
+      writes the PrometheusRule's spec as a plain Prometheus rules file (for promtool).
+  check_chart.py alert-tests RULES.yaml TESTS.yaml
+      every alerting rule has a promtool test case where it fires and one where it stays quiet.
 Prints one line per problem and exits non-zero if there is any.
 """
 import json
@@ -29,9 +40,23 @@ ANCHORS = {
     "WebhookBreakerStorm": "breaker-storm",
     "WebhookWorkersDown": "workers-down",
     "WebhookDeadLettersGrowing": "dead-letters-growing",
+    "WebhookDispatcherStalled": "dispatcher-stalled",
+    "WebhookWorkerScrapeFailing": "worker-scrape-failing",
+    "WebhookDatabaseErrors": "database-errors",
+    "WebhookDeliveryLatencyHigh": "delivery-latency-high",
+    "WebhookReplicasUnavailable": "replicas-unavailable",
+    "WebhookScalingMetricAbsent": "scaling-metric-absent",
 }
+# Values owned by someone else: the parent chart's globals (any key; Helm passes them down).
+OPEN_OBJECTS = {"global"}
+# Dashboard panel id -> the prometheusRule value its threshold line shows (the template sets it).
+PANEL_LEVELS = {
+    2: "successRatioMin", 3: "latencyP99Seconds", 6: "backlogAgeSeconds", 8: "breakerStormOpenEndpoints",
+    10: "deadLettersPerHour", 14: "dispatcherStallSeconds", 15: "databaseErrorsPerSecond",
+}
+KEY_VARS = ("WEBHOOK_ENCRYPTION_KEYS", "WEBHOOK_ENCRYPTION_KEYS_FILE")
 WORKER_ENV = {
-    "DATABASE_URL", "WEBHOOK_ENCRYPTION_KEYS", "WEBHOOK_HTTPS_ONLY", "WEBHOOK_ALLOW_PRIVATE_CIDRS",
+    "DATABASE_URL", "WEBHOOK_HTTPS_ONLY", "WEBHOOK_ALLOW_PRIVATE_CIDRS",
     "WEBHOOK_WORKER_ID", "WEBHOOK_CONCURRENCY", "WEBHOOK_BATCH_SIZE", "WEBHOOK_POLL_INTERVAL",
     "WEBHOOK_LEASE_DURATION", "WEBHOOK_HTTP_TIMEOUT", "WEBHOOK_CONNECT_TIMEOUT", "WEBHOOK_RETRY_SCHEDULE",
     "WEBHOOK_RETRY_AFTER_MAX", "WEBHOOK_MAX_PAYLOAD_BYTES", "WEBHOOK_MAX_RESPONSE_BYTES", "WEBHOOK_DRAIN_DEADLINE",
@@ -41,7 +66,7 @@ WORKER_ENV = {
     "WEBHOOK_BREAKER_COOLDOWN", "WEBHOOK_BREAKER_MAX_COOLDOWN", "WEBHOOK_ATTEMPT_RETENTION",
     "WEBHOOK_DEAD_LETTER_RETENTION", "WEBHOOK_IDEMPOTENCY_RETENTION",
 }
-OPTIONAL_ENV = {"WEBHOOK_CA_BUNDLE"}
+OPTIONAL_ENV = {"WEBHOOK_CA_BUNDLE", *KEY_VARS}
 
 problems = []
 
@@ -59,9 +84,12 @@ def check_values(chart):
     values = yaml.safe_load(open(f"{chart}/values.yaml"))
     schema = json.load(open(f"{chart}/values.schema.json"))
     rows = {}
+    in_values = False  # the table under "## Values" (other tables, e.g. the seed migration, look alike)
     for line in open(f"{chart}/README.md"):
+        if line.startswith("## "):
+            in_values = line.strip() == "## Values"
         m = re.match(r"\| `([^`]+)` \| `(.*)` \| (.*) \|\s*$", line)
-        if m:
+        if m and in_values:
             if m.group(1) in rows:
                 problem(f"README lists {m.group(1)} twice")
             rows[m.group(1)] = (m.group(2), m.group(3).strip())
@@ -71,16 +99,18 @@ def check_values(chart):
         # A described node is one value (a row of the table), even when it is an object such as
         # `resources`; an undescribed object is a group whose members are values.
         if node.get("type") == "object" and "properties" in node:
-            if node.get("additionalProperties") is not False:
+            if node.get("additionalProperties") is not False and path not in OPEN_OBJECTS:
                 problem(f"schema {path or '(root)'}: objects with properties must set additionalProperties: false")
             if not isinstance(value, dict):
                 problem(f"values {path}: expected a map")
                 return
             for key in value.keys() - node["properties"].keys():
                 problem(f"values {path}.{key} is not in the schema")
-            for key in node["properties"].keys() - value.keys():
-                problem(f"schema {path}.{key} has no default in values.yaml")
             if not node.get("description"):
+                # A group: each member is a value with a default. (A described object is one value
+                # whose fields are optional, e.g. podSecurityContext.)
+                for key in node["properties"].keys() - value.keys():
+                    problem(f"schema {path}.{key} has no default in values.yaml")
                 for key in value.keys() & node["properties"].keys():
                     walk(value[key], node["properties"][key], f"{path}.{key}" if path else key)
                 return
@@ -102,18 +132,44 @@ def check_values(chart):
     print(f"values: {len(leaves)} values in values.yaml, the schema and the README")
 
 
-def check_dashboard(path, rendered):
+def merged(base, *overrides):
+    """values.yaml with -f files on top, as Helm merges them (maps deep, everything else replaced)."""
+    out = json.loads(json.dumps(base))
+    for override in overrides:
+        for key, value in (override or {}).items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = merged(out[key], value)
+            else:
+                out[key] = value
+    return out
+
+
+def threshold_objects(panel):
+    """Every thresholds object of a panel: its defaults' and its overrides'."""
+    field = panel.get("fieldConfig", {})
+    found = [field.get("defaults", {}).get("thresholds")]
+    for override in field.get("overrides", []):
+        found += [p["value"] for p in override.get("properties", []) if p.get("id") == "thresholds"]
+    return [t for t in found if t and len(t.get("steps", [])) > 1]
+
+
+def check_dashboard(path, rendered, values_file, *override_files):
     dashboard = json.load(open(path))
+    defaults = yaml.safe_load(open(values_file))
+    values = merged(defaults, *(yaml.safe_load(open(f)) for f in override_files))
     variables = {v["name"]: v for v in dashboard.get("templating", {}).get("list", [])}
     ds = variables.get("datasource", {})
     if ds.get("type") != "datasource" or ds.get("query") != "prometheus":
         problem("dashboard: no `datasource` variable of type datasource/prometheus")
+    if variables.get("runbook", {}).get("type") != "constant":
+        problem("dashboard: no constant `runbook` variable (the chart sets it from runbookUrl)")
     for key in ("uid", "title", "schemaVersion"):
         if not dashboard.get(key):
             problem(f"dashboard: no {key}")
     ids = [p.get("id") for p in dashboard["panels"]]
     if len(ids) != len(set(ids)) or None in ids:
         problem(f"dashboard: panel ids missing or repeated: {ids}")
+    anchors = set(ANCHORS.values())
     for panel in dashboard["panels"]:
         where = f"dashboard panel {panel.get('title')!r}"
         if panel.get("datasource", {}).get("uid") != "${datasource}":
@@ -126,6 +182,23 @@ def check_dashboard(path, rendered):
         for target in panel.get("targets", []):
             if target.get("datasource", {}).get("uid") != "${datasource}":
                 problem(f"{where} {target.get('refId')}: datasource is not ${{datasource}}")
+        for link in panel.get("links", []):
+            url = link.get("url", "")
+            if not url.startswith("${runbook}#") or url.split("#", 1)[1] not in anchors:
+                problem(f"{where}: link {url} is not ${{runbook}}#<an alert's anchor>")
+        levels = threshold_objects(panel)
+        name = PANEL_LEVELS.get(panel["id"])
+        if name is None and levels:
+            problem(f"{where}: thresholds that no alert level sets (add it to PANEL_LEVELS and the template)")
+        if name is not None:
+            if not levels:
+                problem(f"{where}: no threshold line for prometheusRule.{name}")
+            if not panel.get("links"):
+                problem(f"{where}: shows an alert level but links to no runbook section")
+            for t in levels:
+                if t["steps"][-1]["value"] != defaults["prometheusRule"][name]:
+                    problem(f"{where}: threshold {t['steps'][-1]['value']} in the JSON file is not the default "
+                            f"prometheusRule.{name} ({defaults['prometheusRule'][name]})")
     maps = [d for d in docs(rendered) if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith("-dashboard")]
     if len(maps) != 1:
         problem(f"{rendered}: expected one dashboard ConfigMap, found {len(maps)}")
@@ -133,9 +206,34 @@ def check_dashboard(path, rendered):
     if maps[0]["metadata"]["labels"].get("grafana_dashboard") != "1":
         problem("dashboard ConfigMap: no label grafana_dashboard: \"1\"")
     (name, text), = maps[0]["data"].items()
-    if json.loads(text) != dashboard:
-        problem(f"dashboard ConfigMap: {name} differs from {path}")
-    print(f"dashboard: {len(dashboard['panels'])} panels, variables {sorted(variables)}")
+    shipped = json.loads(text)
+    # What the chart changes per release, checked, then put back to compare the rest with the file.
+    uid = values["dashboard"]["uid"]
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", shipped["uid"]) or (uid and shipped["uid"] != uid):
+        problem(f"dashboard ConfigMap: uid {shipped['uid']!r} is not a Grafana uid (<= 40 characters) or not dashboard.uid")
+    if shipped["uid"] == dashboard["uid"] and not uid:
+        problem("dashboard ConfigMap: the default uid is the file's, shared by every release")
+    shipped["uid"], shipped["title"] = dashboard["uid"], dashboard["title"]
+    for var in shipped["templating"]["list"]:
+        original = variables.get(var["name"], {})
+        if var["name"] == "runbook":
+            if var.get("query") != values["runbookUrl"]:
+                problem(f"dashboard ConfigMap: runbook variable is {var.get('query')!r}, not runbookUrl")
+            var["query"] = original.get("query")
+        if var["name"] in ("runbook", "namespace", "job"):
+            var["current"] = original.get("current")
+            if var["current"] is None:
+                del var["current"]
+    for panel in shipped["panels"]:
+        name = PANEL_LEVELS.get(panel["id"])
+        for t in threshold_objects(panel):
+            if t["steps"][-1]["value"] != values["prometheusRule"][name]:
+                problem(f"dashboard ConfigMap panel {panel['title']!r}: threshold {t['steps'][-1]['value']} "
+                        f"is not prometheusRule.{name} ({values['prometheusRule'][name]})")
+            t["steps"][-1]["value"] = defaults["prometheusRule"][name]
+    if shipped != dashboard:
+        problem(f"dashboard ConfigMap: {name} differs from {path} beyond uid, title, variables and thresholds")
+    print(f"dashboard: {len(dashboard['panels'])} panels, variables {sorted(variables)}, uid {maps[0] and json.loads(text)['uid']}")
 
 
 def check_alerts(rendered, runbook):
@@ -189,10 +287,71 @@ def check_container(where, container, pod):
     if "emptyDir" not in volumes.get(mounts.get("/tmp"), {}):
         problem(f"{where}: /tmp is not an emptyDir")
     env = {e["name"]: e for e in container.get("env", [])}
-    for name in ("DATABASE_URL", "WEBHOOK_ENCRYPTION_KEYS"):
-        if "secretKeyRef" not in env.get(name, {}).get("valueFrom", {}):
-            problem(f"{where}: {name} does not come from a Secret")
+    if "secretKeyRef" not in env.get("DATABASE_URL", {}).get("valueFrom", {}):
+        problem(f"{where}: DATABASE_URL does not come from a Secret")
     return env
+
+
+def check_key_ring(where, container, pod):
+    """The worker refuses no key ring and two key rings: exactly one of the variables, from a
+    Secret, or naming a file that a mount of this container provides."""
+    env = {e["name"]: e for e in container.get("env", [])}
+    names = [e["name"] for e in container.get("env", []) if e["name"] in KEY_VARS]
+    if len(names) != 1:
+        problem(f"{where}: the key ring is set by {names or 'nothing'}; the worker needs exactly one of {KEY_VARS}")
+        return
+    if names == ["WEBHOOK_ENCRYPTION_KEYS"]:
+        if "secretKeyRef" not in env[names[0]].get("valueFrom", {}):
+            problem(f"{where}: WEBHOOK_ENCRYPTION_KEYS does not come from a Secret")
+        return
+    path = env["WEBHOOK_ENCRYPTION_KEYS_FILE"].get("value", "")
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    mounts = [m for m in container.get("volumeMounts", []) if path.startswith(m["mountPath"].rstrip("/") + "/")]
+    if not path.startswith("/") or not mounts:
+        problem(f"{where}: WEBHOOK_ENCRYPTION_KEYS_FILE={path!r} is on no volume mount of the container")
+        return
+    mount = max(mounts, key=lambda m: len(m["mountPath"]))
+    volume = volumes.get(mount["name"])
+    if volume is None:
+        problem(f"{where}: the key ring's mount {mount['name']} has no volume")
+        return
+    relative = path[len(mount["mountPath"].rstrip("/")) + 1:]
+    items = (volume.get("secret") or volume.get("configMap") or {}).get("items")
+    if items is not None and relative not in {i["path"] for i in items}:
+        problem(f"{where}: {path} is not among the files of volume {mount['name']} ({[i['path'] for i in items]})")
+
+
+def check_mounts(where, container, pod):
+    volumes = {v["name"] for v in pod.get("volumes", [])}
+    for mount in container.get("volumeMounts", []):
+        if mount["name"] not in volumes:
+            problem(f"{where}: volume mount {mount['name']} has no volume")
+
+
+def pods_of(rendered):
+    """(kind/name container, container, pod spec) for every container of every pod template."""
+    for doc in rendered:
+        spec = doc.get("spec", {})
+        pod = spec.get("template", {}).get("spec") if doc["kind"] in ("Deployment", "Job") else (
+            spec if doc["kind"] == "Pod" else None)
+        if pod:
+            for container in pod.get("initContainers", []) + pod["containers"]:
+                yield f"{doc['kind']}/{doc['metadata']['name']} {container['name']}", container, pod
+
+
+def check_pods(paths):
+    for path in paths:
+        rendered = docs(path)
+        count = 0
+        for where, container, pod in pods_of(rendered):
+            count += 1
+            check_mounts(f"{path} {where}", container, pod)
+            env = {e["name"] for e in container.get("env", [])}
+            if where.startswith("Deployment/") and container.get("args") == ["run"]:
+                check_key_ring(f"{path} {where}", container, pod)
+            elif env & set(KEY_VARS):
+                problem(f"{path} {where}: sets {sorted(env & set(KEY_VARS))}, which only the worker reads")
+        print(f"pods: {path.rsplit('/', 1)[-1]}: {count} containers checked")
 
 
 def check_workload(paths):
@@ -218,6 +377,7 @@ def check_workload(paths):
             if get.get("path") != route or get.get("port") != "metrics":
                 problem(f"{where}: {probe} is not GET {route} on port metrics")
         env = check_container(where, container, pod)
+        check_key_ring(where, container, pod)
         missing = WORKER_ENV - env.keys()
         extra = env.keys() - WORKER_ENV - OPTIONAL_ENV
         if missing:
@@ -242,7 +402,9 @@ def check_workload(paths):
             (jcontainer,) = jpod["containers"]
             if jcontainer.get("args") != ["migrate"]:
                 problem(f"{jwhere}: args are {jcontainer.get('args')}, expected ['migrate']")
-            check_container(jwhere, jcontainer, jpod)
+            jenv = check_container(jwhere, jcontainer, jpod)
+            if jenv.keys() & set(KEY_VARS):
+                problem(f"{jwhere}: the migration Job gets the key ring, which `migrate` does not read")
         selector = deployments[0]["spec"]["selector"]["matchLabels"]
         for job in jobs:
             labels = job["spec"]["template"]["metadata"]["labels"]
@@ -265,18 +427,122 @@ def check_workload(paths):
         print(f"workload: {path.rsplit('/', 1)[-1]}: {len(kinds)} objects checked")
 
 
+def check_extensions(path, values_file, key):
+    """Each extension point the umbrella's values set reached the pods it is meant for."""
+    top = yaml.safe_load(open(values_file))
+    values = top[key]
+    rendered = docs(path)
+    by_kind = {}
+    for doc in rendered:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    (deployment,) = by_kind["Deployment"]
+    (job,) = [j for j in by_kind.get("Job", []) if j["metadata"]["name"].endswith("-migrate")]
+    (test,) = [p for p in by_kind.get("Pod", []) if p["metadata"].get("annotations", {}).get("helm.sh/hook") == "test"]
+    pod, jpod, tpod = deployment["spec"]["template"], job["spec"]["template"], test
+    worker = {c["name"]: c for c in pod["spec"]["containers"]}["worker"]
+    migrate = jpod["spec"]["containers"][0]
+    stats = {c["name"]: c for c in tpod["spec"]["containers"]}["queue-stats"]
+    checked = []
+
+    def expect(what, ok):
+        checked.append(what)
+        if not ok:
+            problem(f"{path}: {what} did not reach the rendered manifests")
+
+    def names(items):
+        return {i["name"] for i in items or []}
+
+    def has_all(got, want):
+        return all(got.get(k) == v for k, v in want.items())
+
+    def security(got, want):  # null in values removes the field
+        return all((k not in got) if v is None else got.get(k) == v for k, v in want.items())
+
+    for target in (worker, migrate, stats):
+        expect(f"extraEnv in {target['name']}", names(values.get("extraEnv")) <= names(target.get("env")))
+        expect(f"extraEnvFrom in {target['name']}", all(e in target.get("envFrom", []) for e in values.get("extraEnvFrom", [])))
+        expect(f"securityContext in {target['name']}", security(target.get("securityContext", {}), values.get("securityContext", {})))
+    for spec in (pod["spec"], jpod["spec"], tpod["spec"]):
+        expect("podSecurityContext", security(spec.get("securityContext", {}), values.get("podSecurityContext", {})))
+        pulls = {p if isinstance(p, str) else p["name"] for p in top.get("global", {}).get("imagePullSecrets", [])}
+        expect("global.imagePullSecrets", pulls <= names(spec.get("imagePullSecrets")))
+        expect("nodeSelector", has_all(spec.get("nodeSelector", {}), values.get("nodeSelector", {})))
+        expect("tolerations", all(t in spec.get("tolerations", []) for t in values.get("tolerations", [])))
+        registry = top.get("global", {}).get("imageRegistry")
+        if registry:
+            expect("global.imageRegistry", all(c["image"].startswith(registry.rstrip("/") + "/")
+                                               for c in spec["containers"] if c["name"] in ("worker", "migrate", "queue-stats", "readyz")))
+    spec = pod["spec"]
+    expect("extraVolumes", names(values.get("extraVolumes")) <= names(spec.get("volumes")))
+    expect("extraVolumeMounts", all(m in worker.get("volumeMounts", []) for m in values.get("extraVolumeMounts", [])))
+    expect("sidecars", names(values.get("sidecars")) <= names(spec["containers"]))
+    expect("initContainers", names(values.get("initContainers")) <= names(spec.get("initContainers")))
+    expect("affinity", not values.get("affinity") or spec.get("affinity") == values["affinity"])
+    spreads = spec.get("topologySpreadConstraints", [])
+    expect("topologySpreadConstraints", len(spreads) == len(values.get("topologySpreadConstraints", []))
+           and all(c.get("labelSelector") for c in spreads))
+    expect("priorityClassName", spec.get("priorityClassName") == values.get("priorityClassName", spec.get("priorityClassName")))
+    expect("podLabels", has_all(pod["metadata"]["labels"], values.get("podLabels", {}))
+           and has_all(jpod["metadata"]["labels"], values.get("podLabels", {})))
+    expect("podAnnotations", has_all(pod["metadata"].get("annotations", {}), values.get("podAnnotations", {})))
+    expect("migrations.podAnnotations", has_all(jpod["metadata"].get("annotations", {}),
+                                                values.get("migrations", {}).get("podAnnotations", {})))
+    expect("migrations.extraVolumes", names(values.get("migrations", {}).get("extraVolumes")) <= names(jpod["spec"].get("volumes"))
+           and names(values.get("migrations", {}).get("extraVolumes")) <= names(tpod["spec"].get("volumes")))
+    expect("startupProbe", has_all(worker.get("startupProbe", {}), values.get("startupProbe", {})))
+    expect("updateStrategy", deployment["spec"]["strategy"]["type"] == values.get("updateStrategy", {}).get("type", "RollingUpdate"))
+    if "serviceAccount" in values:
+        (account,) = by_kind["ServiceAccount"]
+        expect("serviceAccount.annotations", has_all(account["metadata"].get("annotations", {}),
+                                                     values["serviceAccount"].get("annotations", {})))
+        if "automountServiceAccountToken" in values["serviceAccount"]:
+            expect("serviceAccount.automountServiceAccountToken", spec.get("automountServiceAccountToken")
+                   == values["serviceAccount"]["automountServiceAccountToken"])
+    print(f"extensions: {len(checked)} checks of {path.rsplit('/', 1)[-1]}")
+
+
+def write_rules(rendered, out):
+    """The PrometheusRule's spec is a Prometheus rules file as it is: promtool reads it."""
+    specs = [d["spec"] for d in docs(rendered) if d["kind"] == "PrometheusRule"]
+    if len(specs) != 1:
+        problem(f"{rendered}: expected one PrometheusRule, found {len(specs)}")
+        return
+    with open(out, "w") as fh:
+        yaml.safe_dump(specs[0], fh, sort_keys=False, width=1000)
+    print(f"rules: {sum(len(g['rules']) for g in specs[0]['groups'])} rules -> {out}")
+
+
+def check_alert_tests(rules_file, tests_file):
+    alerts = [r["alert"] for g in yaml.safe_load(open(rules_file))["groups"] for r in g["rules"] if "alert" in r]
+    firing, quiet = set(), set()
+    for test in yaml.safe_load(open(tests_file))["tests"]:
+        for case in test.get("alert_rule_test", []):
+            (firing if case.get("exp_alerts") else quiet).add(case["alertname"])
+    for alert in alerts:
+        if alert not in firing:
+            problem(f"alert tests: {alert} has no case where it fires")
+        if alert not in quiet:
+            problem(f"alert tests: {alert} has no case where it stays quiet")
+    for alert in (firing | quiet) - set(alerts):
+        problem(f"alert tests: {alert} is tested but not a rule of {rules_file}")
+    print(f"alert tests: {len(alerts)} alerts, each with a firing and a quiet case" if not problems else "")
+
+
 def main():
     command, args = sys.argv[1], sys.argv[2:]
-    if command == "values":
-        check_values(*args)
-    elif command == "dashboard":
-        check_dashboard(*args)
-    elif command == "alerts":
-        check_alerts(*args)
-    elif command == "workload":
-        check_workload(args)
-    else:
+    commands = {
+        "values": lambda: check_values(*args),
+        "dashboard": lambda: check_dashboard(*args),
+        "alerts": lambda: check_alerts(*args),
+        "workload": lambda: check_workload(args),
+        "pods": lambda: check_pods(args),
+        "extensions": lambda: check_extensions(*args),
+        "rules": lambda: write_rules(*args),
+        "alert-tests": lambda: check_alert_tests(*args),
+    }
+    if command not in commands:
         sys.exit(__doc__)
+    commands[command]()
     return 1 if problems else 0
 
 

@@ -4,11 +4,13 @@ package: Python bindings of GreptimeTeam's Rust parser, which also type-checks f
 and name only metrics the worker exports.
 
 usage: check_promql.py RENDERED.yaml DASHBOARD.json [--keda KEDA_RENDERED.yaml]
-                       [--metrics-file SCRAPE] [--out promql.txt]
+                       [--adapter ADAPTER_VALUES.yaml] [--metrics-file SCRAPE] [--out promql.txt]
 
 Expressions: the `expr` of every rule of the PrometheusRule in RENDERED.yaml and every target of the
 dashboard (one line 'promql: N passed, N failed'); with --keda, the queries of the ScaledObject's
-prometheus triggers (a second line 'keda promql: …'). --out writes them all, one per line.
+prometheus triggers (a second line 'keda promql: …'); with --adapter, the metricsQuery of every
+prometheus-adapter rule in that values file, its <<.Series>>, <<.LabelMatchers>> and <<.GroupBy>>
+filled in as the adapter would. --out writes them all, one per line.
 Without --metrics-file names are checked against EXPORTED below; with it, against the metric names
 present in that Prometheus text exposition (a histogram's base name counts for its _bucket, _sum
 and _count series).
@@ -27,6 +29,15 @@ EXPORTED = {
     "webhook_claim_batch_size", "webhook_breaker_transitions_total", "webhook_breaker_open_endpoints",
     "webhook_database_errors_total", "webhook_workers_live", "webhook_build_info",
     "webhook_dispatcher_last_progress_timestamp_seconds",
+}
+# Series the worker does not export but some alerts read: Prometheus's own `up`, and
+# kube-state-metrics' (see prometheusRule.kubeStateMetrics). Accepted by name with or without
+# --metrics-file, and listed so a rename there is a deliberate edit.
+NON_WORKER = {
+    "up": "Prometheus (scrape health)",
+    "kube_deployment_spec_replicas": "kube-state-metrics",
+    "kube_deployment_status_replicas_available": "kube-state-metrics",
+    "kube_horizontalpodautoscaler_status_condition": "kube-state-metrics",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 # Grafana variables are not PromQL: give them values the parser accepts.
@@ -68,8 +79,24 @@ def scraped_names(path):
     return names
 
 
+def adapter_queries(path):
+    """(where, query) for each prometheus-adapter rule, with the adapter's template fields filled in."""
+    values = yaml.safe_load(open(path))
+    out = []
+    for kind in ("custom", "external"):
+        for rule in values.get("rules", {}).get(kind, []):
+            series = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", rule["seriesQuery"]).group(0)
+            resources = list(rule.get("resources", {}).get("overrides", {}))
+            query = (rule["metricsQuery"].replace("<<.Series>>", series)
+                     .replace("<<.LabelMatchers>>", ",".join(f'{r}=~".+"' for r in resources))
+                     .replace("<<.GroupBy>>", ", ".join(resources)))
+            out.append((f"adapter {kind} {rule['name']['as']}", query))
+            out.append((f"adapter {kind} seriesQuery", rule["seriesQuery"]))
+    return out
+
+
 def known(name, exported):
-    return name in exported or any(name.endswith(s) and name[: -len(s)] in exported for s in HISTOGRAM_SUFFIXES)
+    return name in NON_WORKER or name in exported or any(name.endswith(s) and name[: -len(s)] in exported for s in HISTOGRAM_SUFFIXES)
 
 
 def check(label, exprs, exported):
@@ -105,6 +132,7 @@ def main():
     ap.add_argument("dashboard")
     ap.add_argument("--keda")
     ap.add_argument("--metrics-file")
+    ap.add_argument("--adapter")
     ap.add_argument("--out")
     args = ap.parse_args()
 
@@ -146,16 +174,22 @@ def main():
             print(f"FAIL no ScaledObject with prometheus triggers in {args.keda}")
             return 1
 
+    adapter = adapter_queries(args.adapter) if args.adapter else []
     exported = scraped_names(args.metrics_file) if args.metrics_file else EXPORTED
     if args.metrics_file:
         print(f"checking names against {len(exported)} names in {args.metrics_file}")
     if args.out:
         with open(args.out, "w") as out:
-            out.write("".join(" ".join(e.split()) + "\n" for _, e in exprs + keda))
+            out.write("".join(" ".join(e.split()) + "\n" for _, e in exprs + keda + adapter))
     failed = check("promql", [e for e in exprs if not e[0].startswith("variable ")], exported)
     failed += check("promql (dashboard variables)", [e for e in exprs if e[0].startswith("variable ")], exported)
     if keda:
         failed += check("promql (KEDA triggers)", keda, exported)
+    if adapter:
+        failed += check("promql (prometheus-adapter rules)", adapter, exported)
+    used = {n for _, e in exprs for n in NON_WORKER if re.search(rf"\b{n}\b", e)}
+    if used:
+        print("not exported by the worker (by name only): " + ", ".join(f"{n} ({NON_WORKER[n]})" for n in sorted(used)))
     return 1 if failed else 0
 
 
