@@ -17,7 +17,7 @@ COPY tests tests
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/usr/local/cargo/git \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked -p webhook-worker --bin webhook-worker \
+    cargo build --release --locked -p webhook-worker --bin webhook-worker --no-default-features \
  && install -D -m 0755 target/release/webhook-worker /out/webhook-worker \
  && strip /out/webhook-worker
 

@@ -7,7 +7,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use webhook_worker::queue::{self, Action, Claim, ClaimedDelivery, Completion, ScanFrom, ScanPosition};
+use webhook_worker::engine::completion::{Completion, Facts, Step};
+use webhook_worker::engine::queue::{self, Claim, ClaimedDelivery, ScanPosition};
+use webhook_worker::policy::states::DeliveryOutcome;
 
 use crate::bench::{Bench, ratio};
 use crate::results::{Ceiling, CeilingRun};
@@ -66,30 +68,19 @@ async fn cycle(pool: sqlx::PgPool, worker_id: String, batch: usize, done: Arc<At
     let mut position = ScanPosition::default();
     loop {
         let now = tokio::time::Instant::now();
-        let mut scanned = position.scan_from(now);
-        let mut claimed = queue::claim_batch_from(&pool, &claim, scanned).await?;
-        if claimed.len() < batch && scanned != ScanFrom::Start {
-            let rest = Claim { limit: batch - claimed.len(), ..claim };
-            claimed.extend(queue::claim_batch_from(&pool, &rest, ScanFrom::Start).await?);
-            scanned = ScanFrom::Start;
-        }
-        position.claimed(scanned, &claimed, batch, now);
+        let claimed = queue::claim_resuming(&pool, &claim, &mut position, now).await?;
         if claimed.is_empty() {
             return Ok(());
         }
         let completions: Vec<Completion> = claimed.iter().map(delivered).collect();
-        let applied = queue::complete_batch(&pool, &worker_id, &completions, LEASE, LEASE).await?.applied;
+        let applied = queue::complete_batch(&pool, &worker_id, &completions).await?.applied;
         done.fetch_add(u64::try_from(applied)?, Ordering::SeqCst);
     }
 }
 
-/// The completion a worker writes for a 200 answered in a millisecond: the worker's own hand-back
-/// completion, turned into a delivery.
+/// The completion a worker writes for a 200 answered in a millisecond.
 pub fn delivered(delivery: &ClaimedDelivery) -> Completion {
-    let mut completion = webhook_worker::attempt::release(delivery, Duration::ZERO);
-    completion.action = Action::Delivered;
-    completion.outcome = "delivered";
-    completion.status_code = Some(200);
-    completion.duration_ms = 1;
-    completion
+    let facts =
+        Facts { elapsed: Duration::from_millis(1), status_code: Some(200), ..Facts::none(DeliveryOutcome::Delivered) };
+    Completion::new(delivery, Step::Delivered, facts)
 }

@@ -30,8 +30,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use webhook_worker::receiver::{TestCa, server_config};
-use webhook_worker::signing::SigningSecret;
+use webhook_worker::policy::signing::SigningSecret;
+use webhook_worker::testkit::receiver::{TestCa, server_config};
 
 use crate::bench::{Bench, Sizes};
 use crate::fleet::FleetConfig;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Context as _;
 use uuid::Uuid;
-use webhook_worker::signing::{self, SigningSecret};
+use webhook_worker::policy::signing::{self, SigningSecret};
 
 use crate::bench::{Bench, ratio};
 use crate::results::NaiveRun;
@@ -69,7 +69,7 @@ pub async fn run(bench: &Bench, secrets: &[(String, SigningSecret)], ceiling: f6
 }
 
 fn client(ca_bundle: Option<&std::path::Path>) -> anyhow::Result<reqwest::Client> {
-    webhook_worker::deliver::install_crypto_provider();
+    webhook_worker::tls::install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .tls_version_min(reqwest::tls::Version::TLS_1_2)
         .redirect(reqwest::redirect::Policy::none())

@@ -7,10 +7,10 @@ use std::io::Write as _;
 use anyhow::Context as _;
 use sqlx::PgPool;
 use uuid::Uuid;
-use webhook_worker::crypto::KeyRing;
-use webhook_worker::endpoint_admin::{self, Changes};
-use webhook_worker::pgcluster::Cluster;
-use webhook_worker::signing::SigningSecret;
+use webhook_worker::admin::endpoints::{self, Changes};
+use webhook_worker::policy::crypto::KeyRing;
+use webhook_worker::policy::signing::SigningSecret;
+use webhook_worker::testkit::pgcluster::Cluster;
 
 use crate::results::StatementStat;
 
@@ -102,7 +102,7 @@ impl Rig {
         let key_ring = KeyRing::parse(&self.key_ring_text)?;
         for (path, secret) in secrets {
             let changes = Changes { url: Some(url_of(path)), ..Changes::default() };
-            self.endpoints.push(endpoint_admin::create(&self.pool, &key_ring, &changes, secret).await?);
+            self.endpoints.push(endpoints::create(&self.pool, &key_ring, &changes, secret).await?);
         }
         Ok(())
     }

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
-use webhook_worker::signing::{self, SigningSecret};
+use webhook_worker::policy::signing::{self, SigningSecret};
 
 #[derive(Debug, Default)]
 struct State {

@@ -6,11 +6,12 @@ use std::time::Duration;
 
 use clap::Parser as _;
 use rand::{Rng as _, RngExt as _, SeedableRng as _};
-use webhook_worker::config::{Cli, RetrySchedule};
-use webhook_worker::crypto::{KeyRing, Sealed};
-use webhook_worker::netguard::NetPolicy;
-use webhook_worker::receiver::Receiver;
-use webhook_worker::signing::SigningSecret;
+use webhook_worker::cli::Cli;
+use webhook_worker::config::RetrySchedule;
+use webhook_worker::policy::address::NetPolicy;
+use webhook_worker::policy::crypto::{KeyRing, Sealed};
+use webhook_worker::policy::signing::SigningSecret;
+use webhook_worker::testkit::receiver::Receiver;
 
 use crate::support::{TestDb, TestWorker, endpoint, settings, wait_until};
 
@@ -36,7 +37,7 @@ fn every_parser_answers_random_text_with_a_value_or_a_readable_error() {
             assert!(!err.to_string().is_empty());
         }
         let _ = text.parse::<RetrySchedule>();
-        let _ = webhook_worker::retry::parse_retry_after(&text, chrono::Utc::now());
+        let _ = webhook_worker::policy::retry::parse_retry_after(&text, chrono::Utc::now());
         for candidate in [text.clone(), format!("http://{text}"), format!("https://{text}/x")] {
             if let Ok(url) = url::Url::parse(&candidate)
                 && let Err(refusal) = policy.check_url(&url)

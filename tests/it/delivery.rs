@@ -2,12 +2,13 @@
 
 use std::time::Duration;
 
-use webhook_worker::crypto::KeyRing;
-use webhook_worker::receiver::{Answer, Receiver, TestCa, server_config};
-use webhook_worker::signing::SigningSecret;
+use webhook_worker::config::Settings;
+use webhook_worker::policy::crypto::KeyRing;
+use webhook_worker::policy::signing::SigningSecret;
+use webhook_worker::testkit::receiver::{Answer, Receiver, TestCa, server_config};
 
 use crate::support::worker::key_ring_text;
-use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until};
+use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until, worker_args};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -142,9 +143,10 @@ async fn https_with_the_extra_ca_delivers_and_without_it_records_the_tls_error()
     assert_eq!(receiver.count(), 0);
 
     sqlx::query("UPDATE webhook.deliveries SET run_at = now()").execute(&db.pool).await.unwrap();
-    let mut with_ca = settings(&db, "1h");
-    with_ca.client.extra_ca_pem = Some(ca.pem().as_bytes().to_vec());
-    let worker = TestWorker::start(with_ca);
+    let mut with_ca = worker_args(&db, "1h");
+    let ca_file = ca.pem_file().unwrap();
+    with_ca.worker.ca_bundle = Some(ca_file.path().to_owned());
+    let worker = TestWorker::start(Settings::from_args(&with_ca).unwrap());
     assert!(receiver.wait_for(1, WAIT).await);
     worker.stop().await;
     assert!(receiver.received()[0].valid);
@@ -255,9 +257,9 @@ async fn a_loopback_url_is_refused_without_the_allow_list_and_no_connection_is_m
     let (named, _) = endpoint(&db.pool, &format!("http://localhost:{}/b", receiver.addr().port())).await;
     insert_deliveries(&db.pool, literal, 1).await;
     insert_deliveries(&db.pool, named, 1).await;
-    let mut strict = settings(&db, "1h");
-    strict.client.policy = std::sync::Arc::new(webhook_worker::netguard::NetPolicy::default());
-    let worker = TestWorker::start(strict);
+    let mut strict = worker_args(&db, "1h");
+    strict.worker.allow_private_cidrs = Vec::new();
+    let worker = TestWorker::start(Settings::from_args(&strict).unwrap());
     wait_until(&db.pool, "SELECT count(*) = 2 FROM webhook.dead_letters", WAIT).await;
     worker.stop().await;
     assert_eq!(receiver.connections(), 0);

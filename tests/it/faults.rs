@@ -8,8 +8,8 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use webhook_worker::pgcluster::Cluster;
-use webhook_worker::receiver::{Answer, Receiver};
+use webhook_worker::testkit::pgcluster::Cluster;
+use webhook_worker::testkit::receiver::{Answer, Receiver};
 
 use crate::support::cli::{binary, free_port, stop};
 use crate::support::{TestDb, endpoint, insert_deliveries, wait_until};

@@ -5,10 +5,11 @@ use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use webhook_worker::receiver::{Answer, Receiver};
+use webhook_worker::config::{RunArgs, Settings};
+use webhook_worker::testkit::receiver::{Answer, Receiver};
 
 use crate::support::cli::{binary, free_port, stop};
-use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until};
+use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, wait_until, worker_args};
 
 /// Starts a worker process with its metrics on `port`.
 fn worker_process(db: &TestDb, port: u16) -> Child {
@@ -94,13 +95,13 @@ async fn an_open_circuit_stops_the_whole_fleet_and_the_backlog_drains_after_reco
     receiver.answer("/down", Answer { status: 500, ..Answer::default() });
     insert_deliveries(&db.pool, id, 200).await;
     let config = || {
-        let mut s = settings(&db, "0s,0s,0s,0s,0s,0s,0s,0s,0s,0s,0s,0s");
-        s.protect.breaker.consecutive_failures = 5;
-        s.protect.breaker.failure_ratio = 1.0;
-        s.protect.breaker.cooldown = Duration::from_secs(2);
-        s.protect.breaker.max_cooldown = Duration::from_secs(4);
-        s.protect.max_in_flight = 2;
-        s
+        let mut s = worker_args(&db, "0s,0s,0s,0s,0s,0s,0s,0s,0s,0s,0s,0s");
+        s.worker.breaker_failure_threshold = 5;
+        s.worker.breaker_failure_ratio = 1.0;
+        s.worker.breaker_cooldown = Duration::from_secs(2);
+        s.worker.breaker_max_cooldown = Duration::from_secs(4);
+        s.worker.max_in_flight_per_endpoint = 2;
+        Settings::from_args(&s).unwrap()
     };
     let workers: Vec<TestWorker> = (0..3).map(|_| TestWorker::start(config())).collect();
     wait_until(&db.pool, "SELECT circuit_state = 'open' FROM webhook.endpoints", Duration::from_secs(30)).await;
@@ -167,10 +168,16 @@ async fn a_hanging_and_a_throttled_backlog_do_not_delay_healthy_endpoints() {
         healthy.push(id);
     }
     let config = || {
-        let mut s = settings(&db, "5s");
-        s.protect = webhook_worker::protect::ProtectSettings { max_in_flight: 32, ..settings(&db, "5s").protect };
-        s.protect.breaker = webhook_worker::breaker::BreakerSettings::default();
-        s
+        // The default in-flight cap and breaker, as a deployment has them.
+        let defaults = RunArgs::defaults().worker;
+        let mut s = worker_args(&db, "5s");
+        s.worker.max_in_flight_per_endpoint = defaults.max_in_flight_per_endpoint;
+        s.worker.breaker_failure_threshold = defaults.breaker_failure_threshold;
+        s.worker.breaker_failure_ratio = defaults.breaker_failure_ratio;
+        s.worker.breaker_window = defaults.breaker_window;
+        s.worker.breaker_cooldown = defaults.breaker_cooldown;
+        s.worker.breaker_max_cooldown = defaults.breaker_max_cooldown;
+        Settings::from_args(&s).unwrap()
     };
     let workers: Vec<TestWorker> = (0..2).map(|_| TestWorker::start(config())).collect();
     // The workers meet both backlogs first and spread them over time.
@@ -192,7 +199,7 @@ async fn a_hanging_and_a_throttled_backlog_do_not_delay_healthy_endpoints() {
         .unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let fresh_arrived = |r: &webhook_worker::receiver::Received| r.path.starts_with("/ok");
+    let fresh_arrived = |r: &webhook_worker::testkit::receiver::Received| r.path.starts_with("/ok");
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while receiver.received().iter().filter(|r| fresh_arrived(r)).count() < 500
         && tokio::time::Instant::now() < deadline

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
 use serde_json::Value;
-use webhook_worker::receiver::{Answer, Receiver};
+use webhook_worker::testkit::receiver::{Answer, Receiver};
 
 use crate::support::cli::{binary, json, run};
 use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until};
@@ -114,7 +114,9 @@ async fn retention_drops_old_history_and_keeps_partitions_ahead() {
     let mut conn = db.pool.acquire().await.unwrap();
     // History from 30 and 10 days ago (partitions created as the leader would have then).
     for days in [30, 10] {
-        webhook_worker::maintenance::ensure_partitions(&mut conn, today - chrono::Duration::days(days)).await.unwrap();
+        webhook_worker::engine::maintenance::ensure_partitions(&mut conn, today - chrono::Duration::days(days))
+            .await
+            .unwrap();
         sqlx::query(
             "INSERT INTO webhook.delivery_attempts (delivery_id, message_id, endpoint_id, attempt, attempted_at, duration_ms, outcome, worker_id) \
              VALUES ($1, 'msg_old', gen_random_uuid(), 1, now() - make_interval(days => $1::int), 5, 'delivered', 'w')",
@@ -134,9 +136,9 @@ async fn retention_drops_old_history_and_keeps_partitions_ahead() {
         .execute(&mut *conn)
         .await
         .unwrap();
-    let retention = settings(&db, "1h").retention;
-    webhook_worker::maintenance::ensure_partitions(&mut conn, today).await.unwrap();
-    webhook_worker::maintenance::apply_retention(&mut conn, &retention, today).await.unwrap();
+    let retention = settings(&db, "1h").maintenance.retention;
+    webhook_worker::engine::maintenance::ensure_partitions(&mut conn, today).await.unwrap();
+    webhook_worker::engine::maintenance::apply_retention(&mut conn, &retention, today).await.unwrap();
     drop(conn);
     let partition = |day: NaiveDate| {
         format!(

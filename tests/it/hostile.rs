@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpListener;
-use webhook_worker::receiver::{Answer, Receiver};
+use webhook_worker::testkit::receiver::{Answer, Receiver};
 
 use crate::support::cli::{binary, free_port};
 use crate::support::{TestDb, endpoint, insert_deliveries, wait_until};

@@ -9,6 +9,7 @@ mod faults;
 mod fleet;
 mod history;
 mod hostile;
+mod house;
 mod observe;
 mod operate;
 mod process;

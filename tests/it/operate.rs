@@ -2,15 +2,15 @@
 //! queue statistics, retention and FIFO endpoints — through the real binary where an operator
 //! would use it.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use webhook_worker::crypto::KeyRing;
-use webhook_worker::receiver::Receiver;
+use webhook_worker::config::Settings;
+use webhook_worker::policy::crypto::KeyRing;
+use webhook_worker::testkit::receiver::Receiver;
 
 use crate::support::cli::{binary, json, run};
-use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until};
+use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until, worker_args};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -161,7 +161,7 @@ async fn rotated_secrets_sign_together_until_the_grace_period_ends() {
     let receiver = Receiver::start(None).await.unwrap();
     let (id, old) = endpoint(&db.pool, &receiver.url("/r")).await;
     let rotated = json(&["endpoint", "rotate-secret", &id.to_string(), "--grace", "24h", "--json"], &db);
-    let new = webhook_worker::signing::SigningSecret::parse(rotated["secret"].as_str().unwrap()).unwrap();
+    let new = webhook_worker::policy::signing::SigningSecret::parse(rotated["secret"].as_str().unwrap()).unwrap();
     receiver.expect_secrets("/r", vec![old.clone(), new.clone()]);
     insert_deliveries(&db.pool, id, 1).await;
     let worker = TestWorker::start(settings(&db, "1h"));
@@ -177,9 +177,9 @@ async fn rotated_secrets_sign_together_until_the_grace_period_ends() {
     .await
     .unwrap();
     let mut conn = db.pool.acquire().await.unwrap();
-    webhook_worker::maintenance::apply_retention(
+    webhook_worker::engine::maintenance::apply_retention(
         &mut conn,
-        &settings(&db, "1h").retention,
+        &settings(&db, "1h").maintenance.retention,
         chrono::Utc::now().date_naive(),
     )
     .await
@@ -192,14 +192,14 @@ async fn rotated_secrets_sign_together_until_the_grace_period_ends() {
     worker.stop().await;
     let after = receiver.received().remove(1);
     assert_eq!(after.signature.split(' ').count(), 1);
-    assert!(webhook_worker::signing::verify(
+    assert!(webhook_worker::policy::signing::verify(
         &new,
         &after.msg_id,
         after.timestamp,
         after.body.as_bytes(),
         &after.signature
     ));
-    assert!(!webhook_worker::signing::verify(
+    assert!(!webhook_worker::policy::signing::verify(
         &old,
         &after.msg_id,
         after.timestamp,
@@ -216,20 +216,20 @@ async fn key_rotation_under_load_completes_resumes_and_retires_the_old_key() {
     let new_text = format!("{},{}", KeyRing::generate("new").1.as_str(), old_text.as_str());
     let mut ids = Vec::new();
     for n in 0..30 {
-        let secret = webhook_worker::signing::SigningSecret::generate();
+        let secret = webhook_worker::policy::signing::SigningSecret::generate();
         let path = format!("/k{n}");
-        let changes = webhook_worker::endpoint_admin::Changes {
+        let changes = webhook_worker::admin::endpoints::Changes {
             url: Some(receiver.url(&path)),
             headers: Some(vec![format!("x-tenant: t{n}")]),
             ..Default::default()
         };
-        ids.push(webhook_worker::endpoint_admin::create(&db.pool, &old_ring, &changes, &secret).await.unwrap());
+        ids.push(webhook_worker::admin::endpoints::create(&db.pool, &old_ring, &changes, &secret).await.unwrap());
         receiver.expect_secrets(&path, vec![secret]);
     }
     // The fleet runs with both keys (new first) before the rotation starts, and keeps delivering.
-    let mut worker_settings = settings(&db, "1s");
-    worker_settings.key_ring = Arc::new(KeyRing::parse(&new_text).unwrap());
-    let worker = TestWorker::start(worker_settings);
+    let mut both_keys = worker_args(&db, "1s");
+    both_keys.keys.encryption_keys = Some(new_text.as_str().into());
+    let worker = TestWorker::start(Settings::from_args(&both_keys).unwrap());
     for id in &ids {
         insert_deliveries(&db.pool, *id, 20).await;
     }
@@ -275,10 +275,10 @@ async fn key_rotation_under_load_completes_resumes_and_retires_the_old_key() {
     assert_eq!(db.count("SELECT count(*) FROM webhook.delivery_attempts WHERE error LIKE '%decrypt%'").await, 0);
     assert!(receiver.received().iter().all(|r| r.valid));
     // The old key can go: a worker with only the new key delivers.
-    let mut only_new = settings(&db, "1s");
-    only_new.key_ring = Arc::new(KeyRing::parse(new_text.split(',').next().unwrap()).unwrap());
+    let mut only_new = worker_args(&db, "1s");
+    only_new.keys.encryption_keys = Some(new_text.split(',').next().unwrap().into());
     insert_deliveries(&db.pool, ids[0], 1).await;
-    let worker = TestWorker::start(only_new);
+    let worker = TestWorker::start(Settings::from_args(&only_new).unwrap());
     assert!(receiver.wait_for(901, WAIT).await);
     worker.stop().await;
 }

@@ -3,7 +3,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use webhook_worker::receiver::{Answer, Receiver};
+use webhook_worker::testkit::receiver::{Answer, Receiver};
 
 use crate::support::worker::key_ring_text;
 use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until};

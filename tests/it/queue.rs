@@ -4,11 +4,11 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::Utc;
-use sqlx::Executor as _;
 use tokio::sync::Barrier;
-use webhook_worker::queue::{self, Action, Completion, ScanFrom, ScanPosition};
-use webhook_worker::receiver::Receiver;
+use webhook_worker::engine::completion::{Completion, Facts, Step};
+use webhook_worker::engine::queue::{self, ScanFrom, ScanPosition};
+use webhook_worker::policy::states::DeliveryOutcome;
+use webhook_worker::testkit::receiver::Receiver;
 
 use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until};
 
@@ -105,28 +105,14 @@ async fn a_claimer_resumes_at_its_position_and_rewinds_for_rows_due_behind_it() 
     assert_eq!(position.scan_from(later), ScanFrom::Start, "a short claim rewinds at once");
 }
 
-fn completion(d: &queue::ClaimedDelivery, action: Action) -> Completion {
-    Completion {
-        id: d.id,
-        lease_token: d.lease_token,
-        message_id: d.message_id.clone(),
-        endpoint_id: d.endpoint_id,
-        attempt: d.attempt,
-        action,
-        run_at: Utc::now(),
-        attempted_at: Utc::now(),
-        duration_ms: 1,
-        outcome: "delivered",
-        status_code: Some(200),
-        error: None,
-        response_excerpt: None,
-        disable_endpoint: None,
-    }
+fn completion(d: &queue::ClaimedDelivery, step: Step) -> Completion {
+    let facts =
+        Facts { elapsed: Duration::from_millis(1), status_code: Some(200), ..Facts::none(DeliveryOutcome::Delivered) };
+    Completion::new(d, step, facts)
 }
 
 async fn complete(db: &TestDb, worker: &str, batch: &[Completion]) -> i64 {
-    let cooldown = Duration::from_secs(30);
-    queue::complete_batch(&db.pool, worker, batch, cooldown, cooldown * 20).await.unwrap().applied
+    queue::complete_batch(&db.pool, worker, batch).await.unwrap().applied
 }
 
 #[tokio::test]
@@ -142,19 +128,19 @@ async fn stale_lease_cannot_complete_delivery() {
         .unwrap();
     assert_eq!(queue::reap_expired_leases(&db.pool, 100, 8).await.unwrap(), 1);
     // A completion from the stale worker right after the reap changes nothing…
-    assert_eq!(complete(&db, "old", &[completion(&first, Action::Delivered)]).await, 0);
+    assert_eq!(complete(&db, "old", &[completion(&first, Step::Delivered)]).await, 0);
     let second = queue::claim_batch(&db.pool, "new", 10, LEASE, 1 << 20).await.unwrap().remove(0);
     assert_eq!(second.id, first.id);
     assert!(second.lease_token > first.lease_token + 1, "claim and reap each bump the token");
     // …nor while the new worker holds the lease.
-    assert_eq!(complete(&db, "old", &[completion(&first, Action::Dead)]).await, 0);
+    assert_eq!(complete(&db, "old", &[completion(&first, Step::Dead { disable_endpoint: None })]).await, 0);
     assert_eq!(
         db.count("SELECT count(*) FROM webhook.deliveries WHERE state = 'running' AND leased_by = 'new'").await,
         1
     );
     assert_eq!(db.count("SELECT count(*) FROM webhook.dead_letters").await, 0);
     // The current holder completes.
-    assert_eq!(complete(&db, "new", &[completion(&second, Action::Delivered)]).await, 1);
+    assert_eq!(complete(&db, "new", &[completion(&second, Step::Delivered)]).await, 1);
     assert_eq!(db.count("SELECT count(*) FROM webhook.deliveries").await, 0);
 }
 
@@ -231,24 +217,6 @@ async fn four_workers_deliver_ten_thousand_deliveries_exactly_once() {
         4,
         "all four workers took part"
     );
-}
-
-#[tokio::test]
-async fn every_statement_prepares_against_the_schema() {
-    let db = TestDb::new().await;
-    let statements = webhook_worker::queue::STATEMENTS
-        .iter()
-        .chain(webhook_worker::endpoints::STATEMENTS)
-        .chain(webhook_worker::maintenance::STATEMENTS)
-        .chain(webhook_worker::endpoint_view::STATEMENTS)
-        .chain(webhook_worker::deliveries::STATEMENTS)
-        .chain(webhook_worker::keys::STATEMENTS)
-        .chain(webhook_worker::stats::STATEMENTS);
-    for (name, sql) in statements {
-        if let Err(err) = db.pool.prepare(sqlx::SqlSafeStr::into_sql_str(*sql)).await {
-            panic!("statement {name} does not prepare: {err}");
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -5,9 +5,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use time::OffsetDateTime;
-use webhook_worker::receiver::{Receiver, TestCa, server_config, server_config_mtls};
+use webhook_worker::testkit::receiver::{Receiver, TestCa, server_config, server_config_mtls};
 
-use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until};
+use webhook_worker::config::Settings;
+
+use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, wait_until, worker_args};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -15,9 +17,10 @@ const WAIT: Duration = Duration::from_secs(30);
 async fn attempt(db: &TestDb, url: &str, ca: Option<&TestCa>) -> (String, bool) {
     let (id, _) = endpoint(&db.pool, url).await;
     insert_deliveries(&db.pool, id, 1).await;
-    let mut worker_settings = settings(db, "1h");
-    worker_settings.client.extra_ca_pem = ca.map(|ca| ca.pem().as_bytes().to_vec());
-    let worker = TestWorker::start(worker_settings);
+    let mut args = worker_args(db, "1h");
+    let ca_file = ca.map(|ca| ca.pem_file().unwrap());
+    args.worker.ca_bundle = ca_file.as_ref().map(|file| file.path().to_owned());
+    let worker = TestWorker::start(Settings::from_args(&args).unwrap());
     let done = format!(
         "SELECT count(*) = 0 FROM webhook.deliveries WHERE endpoint_id = '{id}' AND (last_error IS NULL OR state = 'running')"
     );
@@ -141,9 +144,9 @@ async fn every_loopback_form_is_refused_and_no_connection_is_made() {
         let (id, _) = endpoint(&db.pool, url).await;
         insert_deliveries(&db.pool, id, 1).await;
     }
-    let mut strict = settings(&db, "1h");
-    strict.client.policy = std::sync::Arc::new(webhook_worker::netguard::NetPolicy::default());
-    let worker = TestWorker::start(strict);
+    let mut strict = worker_args(&db, "1h");
+    strict.worker.allow_private_cidrs = Vec::new();
+    let worker = TestWorker::start(Settings::from_args(&strict).unwrap());
     wait_until(&db.pool, &format!("SELECT count(*) = {} FROM webhook.dead_letters", forms.len()), WAIT).await;
     worker.stop().await;
     assert_eq!(receiver.connections(), 0, "the guard refused before connecting");
@@ -164,10 +167,10 @@ async fn https_only_mode_refuses_plain_http() {
     let receiver = Receiver::start(None).await.unwrap();
     let (id, _) = endpoint(&db.pool, &receiver.url("/plain")).await;
     insert_deliveries(&db.pool, id, 1).await;
-    let mut strict = settings(&db, "1h");
-    strict.client.policy =
-        std::sync::Arc::new(webhook_worker::netguard::NetPolicy::new(vec!["127.0.0.0/8".parse().unwrap()], true));
-    let worker = TestWorker::start(strict);
+    let mut strict = worker_args(&db, "1h");
+    strict.worker.allow_private_cidrs = vec!["127.0.0.0/8".parse().unwrap()];
+    strict.worker.https_only = true;
+    let worker = TestWorker::start(Settings::from_args(&strict).unwrap());
     wait_until(&db.pool, "SELECT count(*) = 1 FROM webhook.dead_letters", WAIT).await;
     worker.stop().await;
     let error: String =
@@ -186,21 +189,22 @@ async fn an_endpoint_with_a_client_certificate_presents_it() {
     let client =
         ca.issue(&["webhook-worker"], now() - time::Duration::days(1), now() + time::Duration::days(1)).unwrap();
     let (with_cert, _) = endpoint(&db.pool, &receiver.url("/mtls")).await;
-    let key_ring = webhook_worker::crypto::KeyRing::parse(crate::support::worker::key_ring_text()).unwrap();
-    let changes = webhook_worker::endpoint_admin::Changes {
+    let key_ring = webhook_worker::policy::crypto::KeyRing::parse(crate::support::worker::key_ring_text()).unwrap();
+    let changes = webhook_worker::admin::endpoints::Changes {
         client_identity: Some(Some(format!("{}\n{}", client.cert_pem, client.key_pem).into_bytes())),
         ..Default::default()
     };
-    webhook_worker::endpoint_admin::update(&db.pool, Some(&key_ring), with_cert, &changes).await.unwrap();
+    webhook_worker::admin::endpoints::update(&db.pool, Some(&key_ring), with_cert, &changes).await.unwrap();
     let stored: Vec<u8> = sqlx::query_scalar("SELECT ciphertext FROM webhook.endpoint_client_identities")
         .fetch_one(&db.pool)
         .await
         .unwrap();
     assert!(!String::from_utf8_lossy(&stored).contains("PRIVATE KEY"), "the key is stored encrypted");
     insert_deliveries(&db.pool, with_cert, 1).await;
-    let mut worker_settings = settings(&db, "1h");
-    worker_settings.client.extra_ca_pem = Some(ca.pem().as_bytes().to_vec());
-    let worker = TestWorker::start(worker_settings);
+    let mut args = worker_args(&db, "1h");
+    let ca_file = ca.pem_file().unwrap();
+    args.worker.ca_bundle = Some(ca_file.path().to_owned());
+    let worker = TestWorker::start(Settings::from_args(&args).unwrap());
     assert!(receiver.wait_for(1, WAIT).await, "the delivery with a client certificate was refused");
     worker.stop().await;
     // Without one: the handshake fails and the error says why.

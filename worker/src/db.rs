@@ -50,7 +50,7 @@ pub fn pool(url: &SecretString, size: u32) -> Result<PgPool, Error> {
 pub async fn wait_until_reachable(pool: &PgPool, stop: &CancellationToken) -> Result<(), Error> {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match sqlx::query("SELECT 1").execute(pool).await {
+        match sqlx::query(PING).execute(pool).await {
             Ok(_) => return Ok(()),
             Err(err) => {
                 tracing::warn!(error = %err, "PostgreSQL is not reachable yet; retrying in {backoff:?}");
@@ -77,3 +77,16 @@ pub async fn migrate(pool: &PgPool) -> Result<(), Error> {
     migrator.run(pool).await?;
     Ok(())
 }
+
+const PING: &str = "SELECT 1";
+
+/// Whether the server answers.
+///
+/// # Errors
+/// The database error.
+pub async fn ping(pool: &PgPool) -> Result<(), sqlx::Error> {
+    sqlx::query(PING).execute(pool).await.map(|_| ())
+}
+
+/// Every statement of this module, for the registry (`crate::sql`).
+pub const STATEMENTS: &[(&str, &str)] = &[("ping", PING)];

@@ -1,14 +1,14 @@
 //! One PostgreSQL server for the whole test binary and one fresh database per test.
 //!
 //! `DATABASE_URL` picks the server; without it a throwaway cluster is started from the local
-//! binaries (see `webhook_worker::pgcluster`). The schema is migrated once into a template database
+//! binaries (see `webhook_worker::testkit::pgcluster`). The schema is migrated once into a template database
 //! and every test gets a copy, which is fast and keeps tests independent.
 
 use std::sync::OnceLock;
 
 use sqlx::{Connection, PgConnection, PgPool};
 use tokio::sync::OnceCell;
-use webhook_worker::pgcluster::Cluster;
+use webhook_worker::testkit::pgcluster::Cluster;
 
 struct Server {
     /// URL of a maintenance database on the server, with `{db}` where the name goes.

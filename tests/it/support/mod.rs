@@ -5,7 +5,7 @@ pub mod db;
 pub mod worker;
 
 pub use db::TestDb;
-pub use worker::{TestWorker, endpoint, insert_deliveries, settings, wait_until};
+pub use worker::{TestWorker, endpoint, insert_deliveries, settings, wait_until, worker_args};
 
 /// How many migrations `schema/migrations` holds (the schema version after `migrate`).
 pub fn migration_count() -> i64 {

@@ -6,10 +6,10 @@ use sqlx::PgPool;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
-use webhook_worker::config::{DatabaseArgs, RetrySchedule, Settings, default_worker_args};
-use webhook_worker::crypto::KeyRing;
-use webhook_worker::endpoint_admin::{self, Changes};
-use webhook_worker::signing::SigningSecret;
+use webhook_worker::admin::endpoints::{self, Changes};
+use webhook_worker::config::{RetrySchedule, RunArgs, Settings};
+use webhook_worker::policy::crypto::KeyRing;
+use webhook_worker::policy::signing::SigningSecret;
 
 use super::TestDb;
 
@@ -21,7 +21,18 @@ pub fn key_ring_text() -> &'static str {
 
 /// Worker settings for `db`: loopback allowed, fast polling, `retry` waits between attempts.
 pub fn settings(db: &TestDb, retry: &str) -> Settings {
-    let mut args = default_worker_args();
+    Settings::from_args(&worker_args(db, retry)).unwrap()
+}
+
+/// The options behind [`settings`], for tests that change one before validating with
+/// `Settings::from_args`.
+pub fn worker_args(db: &TestDb, retry: &str) -> RunArgs {
+    let mut run = RunArgs::defaults();
+    run.database.database_url = Some(db.url.clone().into());
+    run.database.db_pool_size = 5;
+    run.keys.encryption_keys = Some(key_ring_text().into());
+    run.metrics_addr = None;
+    let args = &mut run.worker;
     args.allow_private_cidrs = vec!["127.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
     args.poll_interval = Duration::from_millis(100);
     args.retry_schedule = retry.parse::<RetrySchedule>().unwrap();
@@ -33,8 +44,7 @@ pub fn settings(db: &TestDb, retry: &str) -> Settings {
     args.breaker_failure_threshold = 1000;
     args.breaker_failure_ratio = 1.0;
     args.max_in_flight_per_endpoint = 1000;
-    let database = DatabaseArgs { database_url: Some(db.url.clone().into()), db_pool_size: 5 };
-    args.settings(&database, KeyRing::parse(key_ring_text()).unwrap()).unwrap()
+    run
 }
 
 /// A worker running in this process.
@@ -46,7 +56,7 @@ pub struct TestWorker {
 impl TestWorker {
     pub fn start(settings: Settings) -> Self {
         let stop = CancellationToken::new();
-        let handle = tokio::spawn(webhook_worker::run(settings, stop.clone().cancelled_owned()));
+        let handle = tokio::spawn(webhook_worker::engine::run(settings, stop.clone().cancelled_owned()));
         Self { stop, handle }
     }
 
@@ -62,7 +72,7 @@ pub async fn endpoint(pool: &PgPool, url: &str) -> (Uuid, SigningSecret) {
     let secret = SigningSecret::generate();
     let key_ring = KeyRing::parse(key_ring_text()).unwrap();
     let changes = Changes { url: Some(url.to_owned()), ..Changes::default() };
-    let id = endpoint_admin::create(pool, &key_ring, &changes, &secret).await.unwrap();
+    let id = endpoints::create(pool, &key_ring, &changes, &secret).await.unwrap();
     (id, secret)
 }
 

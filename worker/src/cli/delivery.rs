@@ -5,8 +5,8 @@ use clap::{Args, Subcommand};
 use uuid::Uuid;
 
 use super::{connect, parse_time, print_json};
+use crate::admin::deliveries::{self, Filter, Replayed};
 use crate::config::DatabaseArgs;
-use crate::deliveries::{self, Filter, Replayed};
 
 #[derive(Debug, Subcommand)]
 pub enum DeliveryCommand {

@@ -4,7 +4,7 @@ use clap::{Args, Subcommand};
 
 use super::{connect, print_json};
 use crate::config::{DatabaseArgs, KeyArgs};
-use crate::crypto::KeyRing;
+use crate::policy::crypto::KeyRing;
 
 #[derive(Debug, Subcommand)]
 pub enum KeysCommand {
@@ -75,7 +75,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
     // Without a ring, status still shows the counts; it just cannot say which ids are loaded.
     let ring = args.keys.key_ring().ok();
     let pool = connect(&args.database).await?;
-    let usage = crate::keys::usage(&pool).await?;
+    let usage = crate::admin::keys::usage(&pool).await?;
     if args.json {
         let rows: Vec<_> = usage
             .iter()
@@ -108,11 +108,11 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
 async fn rotate(args: RotateArgs) -> anyhow::Result<()> {
     let ring = args.keys.key_ring()?;
     let pool = connect(&args.database).await?;
-    let done = crate::keys::rotate(&pool, &ring, args.batch_size.max(1), args.batches, |total| {
+    let done = crate::admin::keys::rotate(&pool, &ring, args.batch_size.max(1), args.batches, |total| {
         eprintln!("  re-encrypted {total} ciphertexts under `{}`", ring.active_key_id());
     })
     .await?;
-    let left: i64 = crate::keys::usage(&pool)
+    let left: i64 = crate::admin::keys::usage(&pool)
         .await?
         .iter()
         .filter(|u| u.key_id != ring.active_key_id())

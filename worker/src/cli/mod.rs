@@ -1,17 +1,80 @@
-//! The operator commands other than `run` and `demo`. Each prints a human-readable answer, or
-//! JSON with `--json`; failures print one `error: …` line and exit 1 (usage errors exit 2).
+//! The `webhook-worker` commands: the clap tree, and one module per command group. Commands
+//! parse, call [`crate::admin`] (or [`crate::engine`] for `run`) and format the answer — text, or
+//! JSON with `--json`. No SQL and no business rules live here. Failures print one `error: …`
+//! line and exit 1 (usage errors exit 2).
 
 pub mod delivery;
 pub mod endpoint;
 pub mod keys;
+pub mod queue;
+pub mod schema;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
-use clap::Args;
+use clap::{Parser, Subcommand};
 use sqlx::PgPool;
 
-use crate::config::DatabaseArgs;
+use crate::config::{DatabaseArgs, RunArgs, Settings};
 use crate::db;
+use crate::observe::telemetry;
+
+/// webhook-delivery: deliver signed webhooks from a PostgreSQL queue.
+#[derive(Debug, Parser)]
+#[command(name = "webhook-worker", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a worker: claim, sign and deliver until SIGTERM or SIGINT.
+    Run(Box<RunArgs>),
+    /// Create or upgrade the database schema (safe to run twice and from several pods at once).
+    Migrate(schema::MigrateArgs),
+    /// Manage endpoints: add, list, show, update, pause, resume, disable, enable, delete, rotate-secret.
+    #[command(subcommand)]
+    Endpoint(endpoint::EndpointCommand),
+    /// Inspect deliveries and replay dead letters.
+    #[command(subcommand)]
+    Delivery(delivery::DeliveryCommand),
+    /// Queue statistics.
+    #[command(subcommand)]
+    Queue(queue::QueueCommand),
+    /// Enqueue an event, fanned out to every subscribed endpoint (or to one).
+    Enqueue(queue::EnqueueArgs),
+    /// Manage encryption keys: generate, status, rotate.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Run a self-contained end-to-end demo: Postgres, a verifying HTTPS receiver, a worker.
+    #[cfg(feature = "testkit")]
+    Demo(crate::testkit::demo::DemoArgs),
+}
+
+/// Runs one command to completion.
+///
+/// # Errors
+/// Whatever the command failed with, as one chain of messages.
+pub async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run(args) => {
+            telemetry::init(args.log_format);
+            let settings = Settings::from_args(&args)?;
+            crate::engine::run(settings, crate::engine::shutdown::signal()).await
+        }
+        Command::Migrate(args) => schema::migrate(&args).await,
+        Command::Endpoint(command) => endpoint::run(command).await,
+        Command::Delivery(command) => delivery::run(command).await,
+        Command::Queue(command) => queue::run(command).await,
+        Command::Enqueue(args) => queue::enqueue(&args).await,
+        Command::Keys(command) => keys::run(command).await,
+        #[cfg(feature = "testkit")]
+        Command::Demo(args) => {
+            telemetry::init(telemetry::LogFormat::Pretty);
+            crate::testkit::demo::run(args).await
+        }
+    }
+}
 
 /// Connects to the database (a small pool: these commands run a few statements).
 ///
@@ -19,7 +82,7 @@ use crate::db;
 /// When `DATABASE_URL` is missing or the server does not answer.
 pub async fn connect(database: &DatabaseArgs) -> anyhow::Result<PgPool> {
     let pool = db::pool(&database.url()?, database.db_pool_size.clamp(1, 4))?;
-    sqlx::query("SELECT 1").execute(&pool).await.context("connecting to PostgreSQL")?;
+    db::ping(&pool).await.context("connecting to PostgreSQL")?;
     Ok(pool)
 }
 
@@ -45,124 +108,12 @@ pub fn parse_time(text: &str) -> Result<DateTime<Utc>, String> {
     Ok(Utc::now() - chrono::Duration::from_std(ago).map_err(|err| err.to_string())?)
 }
 
-#[derive(Debug, Args)]
-pub struct MigrateArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// `migrate`.
-///
-/// # Errors
-/// When the database is unreachable or a migration fails.
-pub async fn migrate(args: &MigrateArgs) -> anyhow::Result<()> {
-    let pool = connect(&args.database).await?;
-    db::migrate(&pool).await?;
-    let version: Option<i64> =
-        sqlx::query_scalar("SELECT max(version) FROM webhook._sqlx_migrations WHERE success").fetch_one(&pool).await?;
-    if args.json {
-        return print_json(&serde_json::json!({ "schema_version": version.unwrap_or(0) }));
+    #[test]
+    fn verify_cli() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
     }
-    println!("schema is at version {}", version.unwrap_or(0));
-    Ok(())
-}
-
-#[derive(Debug, Args)]
-pub struct EnqueueArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// The event type, e.g. `invoice.paid`.
-    #[arg(long)]
-    pub event_type: String,
-    /// The JSON payload, sent byte for byte.
-    #[arg(long)]
-    pub payload: String,
-    /// Deliver to this endpoint only.
-    #[arg(long)]
-    pub endpoint: Option<uuid::Uuid>,
-    /// A key seen before makes the call a no-op.
-    #[arg(long)]
-    pub idempotency_key: Option<String>,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `enqueue`.
-///
-/// # Errors
-/// For a payload that is not JSON or a database failure.
-pub async fn enqueue(args: &EnqueueArgs) -> anyhow::Result<()> {
-    serde_json::from_str::<serde::de::IgnoredAny>(&args.payload).context("--payload is not valid JSON")?;
-    let pool = connect(&args.database).await?;
-    let (message_id, deliveries, duplicate): (String, i32, bool) =
-        sqlx::query_as("SELECT message_id, deliveries, duplicate FROM webhook.enqueue($1, $2::json, $3, $4)")
-            .bind(&args.event_type)
-            .bind(&args.payload)
-            .bind(&args.idempotency_key)
-            .bind(args.endpoint)
-            .fetch_one(&pool)
-            .await?;
-    if args.json {
-        print_json(&serde_json::json!({ "message_id": message_id, "deliveries": deliveries, "duplicate": duplicate }))
-    } else {
-        if duplicate {
-            println!("idempotency key seen before: nothing enqueued (message {message_id})");
-        } else {
-            println!("enqueued message {message_id} to {deliveries} endpoint(s)");
-        }
-        Ok(())
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct QueueStatsArgs {
-    #[command(flatten)]
-    pub database: DatabaseArgs,
-    /// How many endpoints to show in each top list.
-    #[arg(long, default_value_t = 5)]
-    pub top: i64,
-    /// Print JSON instead of text.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `queue stats`.
-///
-/// # Errors
-/// On a database failure.
-pub async fn queue_stats(args: &QueueStatsArgs) -> anyhow::Result<()> {
-    let pool = connect(&args.database).await?;
-    let stats = crate::stats::queue_stats(&pool, args.top).await?;
-    if args.json {
-        return print_json(&stats);
-    }
-    println!("ready:              {}", stats.ready);
-    println!("scheduled (retry):  {}", stats.scheduled);
-    println!("running:            {}", stats.running);
-    println!("paused:             {}", stats.paused);
-    println!("dead letters:       {}", stats.dead_letters);
-    println!("oldest ready age:   {:.1} s", stats.oldest_ready_age_seconds);
-    println!("live workers:       {}", stats.live_workers);
-    for (title, list) in [
-        ("top endpoints by backlog", &stats.top_backlog),
-        ("top endpoints by failed attempts (last hour)", &stats.top_failing_last_hour),
-    ] {
-        println!("\n{title}:");
-        if list.is_empty() {
-            println!("  (none)");
-        }
-        for entry in list {
-            println!(
-                "  {:>8}  {}  {}",
-                entry.count,
-                entry.endpoint_id,
-                entry.url.as_deref().unwrap_or("(endpoint deleted)")
-            );
-        }
-    }
-    Ok(())
 }

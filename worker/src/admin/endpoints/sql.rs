@@ -1,0 +1,46 @@
+//! The statements of endpoint administration, named; see `crate::sql` for how they are checked.
+
+pub(super) const INSERT_ENDPOINT: &str = "INSERT INTO webhook.endpoints (id, url, event_types, description, rate_limit_per_second, rate_limit_burst, max_in_flight, timeout_ms, ordered) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+pub(super) const DELETE_IDENTITY: &str = "DELETE FROM webhook.endpoint_client_identities WHERE endpoint_id = $1";
+pub(super) const DELETE_HEADERS: &str = "DELETE FROM webhook.endpoint_headers WHERE endpoint_id = $1";
+pub(super) const UPDATE_ENDPOINT: &str = "UPDATE webhook.endpoints SET url = coalesce($2, url), event_types = coalesce($3, event_types), description = coalesce($4, description), rate_limit_per_second = coalesce($5, rate_limit_per_second), rate_limit_burst = coalesce($6, rate_limit_burst), max_in_flight = coalesce($7, max_in_flight), timeout_ms = coalesce($8, timeout_ms), ordered = coalesce($9, ordered), updated_at = now() WHERE id = $1";
+pub(super) const LOCK_STATE: &str = "SELECT state FROM webhook.endpoints WHERE id = $1 FOR UPDATE";
+pub(super) const SET_STATE: &str = "UPDATE webhook.endpoints SET state = $2, state_reason = $3, state_changed_at = now(), updated_at = now() WHERE id = $1";
+pub(super) const PARK_DELIVERIES: &str =
+    "UPDATE webhook.deliveries SET state = 'paused' WHERE endpoint_id = $1 AND state = 'pending'";
+pub(super) const UNPARK_DELIVERIES: &str =
+    "UPDATE webhook.deliveries SET state = 'pending' WHERE endpoint_id = $1 AND state = 'paused'";
+pub(super) const LOCK_ENDPOINT: &str = "SELECT id FROM webhook.endpoints WHERE id = $1 FOR UPDATE";
+pub(super) const BACKLOG: &str = "SELECT count(*) FROM webhook.deliveries WHERE endpoint_id = $1";
+pub(super) const DELETE_DELIVERIES: &str = "DELETE FROM webhook.deliveries WHERE endpoint_id = $1";
+pub(super) const DELETE_ENDPOINT: &str = "DELETE FROM webhook.endpoints WHERE id = $1";
+pub(super) const EXPIRY: &str = "SELECT now() + make_interval(secs => $1)";
+pub(super) const EXPIRE_SECRETS: &str =
+    "UPDATE webhook.endpoint_secrets SET expires_at = least(coalesce(expires_at, $2), $2) WHERE endpoint_id = $1";
+pub(super) const INSERT_SECRET: &str =
+    "INSERT INTO webhook.endpoint_secrets (endpoint_id, key_id, ciphertext) VALUES ($1, $2, $3)";
+pub(super) const INSERT_HEADER: &str =
+    "INSERT INTO webhook.endpoint_headers (endpoint_id, key_id, ciphertext, name) VALUES ($1, $2, $3, $4)";
+pub(super) const INSERT_IDENTITY: &str =
+    "INSERT INTO webhook.endpoint_client_identities (endpoint_id, key_id, ciphertext) VALUES ($1, $2, $3)";
+
+/// Every statement of endpoint administration, for the registry (`crate::sql`).
+pub const STATEMENTS: &[(&str, &str)] = &[
+    ("insert_endpoint", INSERT_ENDPOINT),
+    ("delete_identity", DELETE_IDENTITY),
+    ("delete_headers", DELETE_HEADERS),
+    ("update_endpoint", UPDATE_ENDPOINT),
+    ("lock_state", LOCK_STATE),
+    ("set_state", SET_STATE),
+    ("park_deliveries", PARK_DELIVERIES),
+    ("unpark_deliveries", UNPARK_DELIVERIES),
+    ("lock_endpoint", LOCK_ENDPOINT),
+    ("backlog", BACKLOG),
+    ("delete_deliveries", DELETE_DELIVERIES),
+    ("delete_endpoint", DELETE_ENDPOINT),
+    ("expiry", EXPIRY),
+    ("expire_secrets", EXPIRE_SECRETS),
+    ("insert_secret", INSERT_SECRET),
+    ("insert_header", INSERT_HEADER),
+    ("insert_identity", INSERT_IDENTITY),
+];

@@ -1,0 +1,221 @@
+//! Sends one signed webhook over HTTP(S) and reports what happened. Decides nothing about retries.
+//!
+//! reqwest on rustls (ring), TLS 1.2 minimum, the system trust store plus an optional extra CA
+//! bundle, pooled keep-alive connections (HTTP/2 when the server offers it by ALPN), connect and
+//! total timeouts, no proxies, no redirects (a 3xx is reported as it is), every name resolved by
+//! the [`GuardedResolver`], and the response body read only up to a cap.
+
+use std::error::Error as _;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER, USER_AGENT};
+use url::Url;
+
+use crate::engine::resolve::{GuardedResolver, Lookup};
+use crate::policy::address::{NetPolicy, Refusal};
+use crate::policy::retry::parse_retry_after;
+
+/// How much of a response body is kept for the attempt history.
+pub const EXCERPT_BYTES: usize = 512;
+
+pub use crate::config::ClientSettings;
+
+/// Why a client could not be built or a request failed. Messages never include headers or bodies.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error(transparent)]
+    Refused(#[from] Refusal),
+    #[error("the extra CA bundle is not valid PEM")]
+    CaBundle(#[source] reqwest::Error),
+    #[error("building the HTTP client failed")]
+    Build(#[source] reqwest::Error),
+    #[error("the endpoint's client certificate is not a valid PEM certificate chain and private key")]
+    Identity(#[source] reqwest::Error),
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    #[error(transparent)]
+    Transport(TransportError),
+}
+
+/// A request that failed in transport (connect, TLS, reset, bad HTTP), shown with its causes and
+/// never its URL (which may carry a token). The causes are in the message, so it has no source.
+#[derive(Debug)]
+pub struct TransportError(reqwest::Error);
+
+impl std::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&chain(&self.0))
+    }
+}
+
+impl std::error::Error for TransportError {}
+
+impl TransportError {
+    /// Whether no connection could be made.
+    pub fn is_connect(&self) -> bool {
+        self.0.is_connect()
+    }
+}
+
+/// What the receiver answered.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    /// The start of the body, lossily decoded.
+    pub excerpt: String,
+}
+
+/// One request to send.
+#[derive(Debug)]
+pub struct OutboundRequest<'a> {
+    pub url: &'a Url,
+    pub msg_id: &'a str,
+    pub timestamp: i64,
+    pub signature: &'a str,
+    pub body: String,
+    /// Overrides the client's total timeout.
+    pub timeout: Option<Duration>,
+    /// PEM client certificate chain and key to present (mTLS).
+    pub identity: Option<&'a [u8]>,
+    /// The endpoint's custom headers, added before the signature headers.
+    pub headers: &'a [(String, String)],
+}
+
+/// A pooled HTTP(S) client that delivers webhooks, plus one per mTLS client identity.
+#[derive(Debug, Clone)]
+pub struct Deliverer {
+    client: reqwest::Client,
+    settings: ClientSettings,
+    lookup: Arc<dyn Lookup>,
+    /// Clients presenting a client certificate, by SHA-256 of the identity PEM.
+    with_identity: Arc<std::sync::Mutex<std::collections::HashMap<[u8; 32], reqwest::Client>>>,
+}
+
+impl Deliverer {
+    /// Builds the client.
+    ///
+    /// # Errors
+    /// [`Error::CaBundle`] for an unreadable bundle, [`Error::Build`] if the TLS stack fails.
+    pub fn new(settings: ClientSettings, lookup: Arc<dyn Lookup>) -> Result<Self, Error> {
+        crate::tls::install_crypto_provider();
+        let client = builder(&settings, &lookup)?.build().map_err(Error::Build)?;
+        Ok(Self { client, settings, lookup, with_identity: Arc::default() })
+    }
+
+    /// The client presenting `identity`, built once per distinct identity and then pooled.
+    fn client_for(&self, identity: Option<&[u8]>) -> Result<reqwest::Client, Error> {
+        use sha2::Digest as _;
+        let Some(pem) = identity else { return Ok(self.client.clone()) };
+        let digest: [u8; 32] = sha2::Sha256::digest(pem).into();
+        let mut clients = self.with_identity.lock().expect("client cache lock poisoned");
+        if let Some(client) = clients.get(&digest) {
+            return Ok(client.clone());
+        }
+        let identity = reqwest::Identity::from_pem(pem).map_err(Error::Identity)?;
+        let client = builder(&self.settings, &self.lookup)?.identity(identity).build().map_err(Error::Identity)?;
+        clients.insert(digest, client.clone());
+        Ok(client)
+    }
+}
+
+fn builder(settings: &ClientSettings, lookup: &Arc<dyn Lookup>) -> Result<reqwest::ClientBuilder, Error> {
+    let mut builder = reqwest::Client::builder()
+        .tls_version_min(reqwest::tls::Version::TLS_1_2)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .dns_resolver(GuardedResolver::new(Arc::clone(&settings.policy), Arc::clone(lookup)))
+        .connect_timeout(settings.connect_timeout)
+        .timeout(settings.timeout)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true);
+    if let Some(pem) = &settings.extra_ca_pem {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(Error::CaBundle)?;
+        builder = builder.tls_certs_merge(certs);
+    }
+    Ok(builder)
+}
+
+impl Deliverer {
+    /// The network policy this client enforces.
+    pub fn policy(&self) -> &NetPolicy {
+        &self.settings.policy
+    }
+
+    /// POSTs the signed request and reads the answer.
+    ///
+    /// # Errors
+    /// [`Error::Refused`] before any connection for a forbidden URL or address,
+    /// [`Error::Timeout`] or [`Error::Transport`] (with the full cause chain) when the exchange fails.
+    pub async fn send(&self, request: OutboundRequest<'_>) -> Result<Response, Error> {
+        self.settings.policy.check_url(request.url)?;
+        let timeout = request.timeout.unwrap_or(self.settings.timeout);
+        let mut builder = self.client_for(request.identity)?.post(request.url.clone());
+        for (name, value) in request.headers {
+            builder = builder.header(name.as_str(), value.as_str());
+        }
+        builder = builder
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+            .header(USER_AGENT, HeaderValue::from_static(concat!("webhook-delivery/", env!("CARGO_PKG_VERSION"))))
+            .header("webhook-id", request.msg_id)
+            .header("webhook-timestamp", request.timestamp.to_string())
+            .header("webhook-signature", request.signature)
+            .body(request.body);
+        if request.timeout.is_some() {
+            builder = builder.timeout(timeout);
+        }
+        let mut response = builder.send().await.map_err(|err| transport_error(err, timeout))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| parse_retry_after(value, chrono::Utc::now()));
+        let mut body = Vec::new();
+        while body.len() < self.settings.max_response_bytes {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                Ok(None) => break,
+                // The status is what counts; a body cut short is still an answer.
+                Err(err) => {
+                    tracing::debug!(error = %chain(&err.without_url()), "Reading the response body failed");
+                    break;
+                }
+            }
+        }
+        body.truncate(EXCERPT_BYTES);
+        Ok(Response { status, retry_after, excerpt: String::from_utf8_lossy(&body).into_owned() })
+    }
+}
+
+fn transport_error(err: reqwest::Error, timeout: Duration) -> Error {
+    let err = err.without_url();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        if let Some(refusal) = cause.downcast_ref::<Refusal>() {
+            return Error::Refused(refusal.clone());
+        }
+        source = cause.source();
+    }
+    if err.is_timeout() {
+        return Error::Timeout(timeout);
+    }
+    Error::Transport(TransportError(err))
+}
+
+/// `err` and its causes, `: `-separated. Callers strip the URL first: it may carry a token.
+fn chain(err: &reqwest::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,322 @@
+//! Heartbeats (every worker) and maintenance (one leader at a time).
+//!
+//! Every worker upserts its row in `webhook.workers` and publishes the leader's queue statistics
+//! as gauges. One worker, the holder of a session advisory lock on a dedicated connection, reaps
+//! expired leases, computes queue statistics, creates attempt-history partitions ahead of time
+//! and forgets dead workers. If the leader dies its connection closes, the lock is released and
+//! another worker takes over at its next tick.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use sqlx::{Connection, PgConnection, PgPool};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{MaintenanceSettings, Retention};
+use crate::engine::{circuit, queue};
+use crate::observe::health::Health;
+
+/// Advisory lock key of the maintenance leader ("webhook" in ASCII).
+const LEADER_LOCK_KEY: i64 = 0x0077_6562_686f_6f6b;
+/// Attempt-history partitions kept ahead of today.
+const PARTITIONS_AHEAD_DAYS: i64 = 7;
+/// A worker whose heartbeat is older than this is gone.
+const WORKER_EXPIRY_SECONDS: f64 = 60.0;
+
+/// Rows deleted per statement by retention, so that no statement holds locks for long.
+const RETENTION_BATCH: i64 = 5000;
+
+/// Runs heartbeats and, when leading, maintenance, every `interval` until `stop`; then removes
+/// this worker's heartbeat row.
+pub async fn run(
+    settings: MaintenanceSettings,
+    pool: PgPool,
+    health: Arc<Health>,
+    live_workers: Arc<AtomicUsize>,
+    stop: CancellationToken,
+) {
+    let mut leader: Option<PgConnection> = None;
+    let mut pacing = StatsPacing::default();
+    let mut ticker = tokio::time::interval(settings.interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            () = stop.cancelled() => break,
+        }
+        if let Err(err) = heartbeat(&pool, &settings.worker_id).await {
+            crate::observe::metrics::database_error("heartbeat");
+            tracing::warn!(error = %err, "Heartbeat failed");
+            continue;
+        }
+        health.database_ok();
+        leader = lead(leader, &settings, &mut pacing).await;
+        if let Err(err) = publish_stats(&pool, &live_workers).await {
+            crate::observe::metrics::database_error("stats");
+            tracing::warn!(error = %err, "Reading queue statistics failed");
+        }
+    }
+    if let Err(err) = sqlx::query(FORGET_WORKER).bind(&settings.worker_id).execute(&pool).await {
+        tracing::warn!(error = %err, "Removing this worker's heartbeat failed; it will expire");
+    }
+}
+
+async fn heartbeat(pool: &PgPool, worker_id: &str) -> Result<(), sqlx::Error> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    sqlx::query(HEARTBEAT).bind(worker_id).bind(host.trim()).bind(env!("CARGO_PKG_VERSION")).execute(pool).await?;
+    Ok(())
+}
+
+/// Keeps or takes the leadership and, when held, runs one round of maintenance. Returns the
+/// leader connection to keep (dropping it releases the lock).
+async fn lead(
+    connection: Option<PgConnection>,
+    settings: &MaintenanceSettings,
+    pacing: &mut StatsPacing,
+) -> Option<PgConnection> {
+    let mut connection = match connection {
+        Some(connection) => connection,
+        None => {
+            let mut connection =
+                PgConnection::connect(secrecy::ExposeSecret::expose_secret(&settings.database_url)).await.ok()?;
+            let acquired: bool =
+                sqlx::query_scalar(TRY_LEAD).bind(LEADER_LOCK_KEY).fetch_one(&mut connection).await.ok()?;
+            if !acquired {
+                return None;
+            }
+            tracing::info!(worker.id = %settings.worker_id, "This worker now leads maintenance");
+            connection
+        }
+    };
+    match maintain(&mut connection, settings, pacing).await {
+        Ok(()) => Some(connection),
+        Err(err) => {
+            crate::observe::metrics::database_error("maintenance");
+            tracing::warn!(error = %err, "Maintenance failed; giving up the leadership");
+            None
+        }
+    }
+}
+
+/// When the leader may next count the whole queue. Counting is a scan of the queue table, which
+/// takes seconds with millions of rows pending; it is held to a twentieth of the leader's time
+/// (the next full count waits twenty times as long as the last one took, and at least one round).
+/// The oldest ready age, the scaling signal, is refreshed every round from the ready index.
+#[derive(Debug, Default)]
+pub struct StatsPacing {
+    next_full: Option<tokio::time::Instant>,
+}
+
+impl StatsPacing {
+    /// Share of the leader's time full counts may take, as a divisor.
+    const DUTY: u32 = 20;
+
+    fn due(&self, now: tokio::time::Instant) -> bool {
+        self.next_full.is_none_or(|next| now >= next)
+    }
+
+    fn counted(&mut self, started: tokio::time::Instant, took: Duration) {
+        self.next_full = Some(started + took * Self::DUTY);
+    }
+}
+
+/// One round of leader maintenance.
+///
+/// # Errors
+/// The first database error.
+pub async fn maintain(
+    connection: &mut PgConnection,
+    settings: &MaintenanceSettings,
+    pacing: &mut StatsPacing,
+) -> Result<(), sqlx::Error> {
+    loop {
+        let reaped = queue::reap_expired_leases(&mut *connection, 1000, settings.max_attempts).await?;
+        if reaped > 0 {
+            tracing::warn!(reaped, "Returned {reaped} deliveries with expired leases to the queue");
+        }
+        if reaped < 1000 {
+            break;
+        }
+    }
+    queue::unpark_resumed(&mut *connection).await?;
+    circuit::pick_probes(connection, &settings.breaker).await?;
+    let now = tokio::time::Instant::now();
+    if pacing.due(now) {
+        sqlx::query(COMPUTE_STATS).execute(&mut *connection).await?;
+        pacing.counted(now, now.elapsed());
+    } else {
+        sqlx::query(REFRESH_OLDEST_READY).execute(&mut *connection).await?;
+    }
+    sqlx::query(FORGET_DEAD_WORKERS).bind(WORKER_EXPIRY_SECONDS).execute(&mut *connection).await?;
+    let today = Utc::now().date_naive();
+    ensure_partitions(connection, today).await?;
+    apply_retention(connection, &settings.retention, today).await
+}
+
+/// Drops attempt partitions wholly older than the retention, deletes old dead letters and
+/// idempotency keys in batches, and removes signing secrets whose rotation grace has ended.
+/// `today` is a parameter so tests can pin the date.
+///
+/// # Errors
+/// The first database error.
+pub async fn apply_retention(
+    connection: &mut PgConnection,
+    retention: &Retention,
+    today: NaiveDate,
+) -> Result<(), sqlx::Error> {
+    let keep_days = i64::try_from(retention.attempts.as_secs() / 86_400).unwrap_or(i64::MAX).max(1);
+    let oldest_kept = today - chrono::Duration::days(keep_days);
+    let partitions: Vec<String> = sqlx::query_scalar(ATTEMPT_PARTITIONS).fetch_all(&mut *connection).await?;
+    for name in partitions {
+        let Some(day) =
+            name.strip_prefix("delivery_attempts_").and_then(|d| NaiveDate::parse_from_str(d, "%Y%m%d").ok())
+        else {
+            continue;
+        };
+        if day < oldest_kept {
+            // The name was read from the catalogue and matched a date pattern: nothing to inject.
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS webhook.{name}")))
+                .execute(&mut *connection)
+                .await?;
+            tracing::info!(partition = %name, "Dropped attempt history older than the retention");
+        }
+    }
+    for (sql, keep) in
+        [(DELETE_DEAD_LETTERS, retention.dead_letters), (DELETE_IDEMPOTENCY_KEYS, retention.idempotency_keys)]
+    {
+        while sqlx::query(sql)
+            .bind(keep.as_secs_f64())
+            .bind(RETENTION_BATCH)
+            .execute(&mut *connection)
+            .await?
+            .rows_affected()
+            == u64::try_from(RETENTION_BATCH).unwrap_or(u64::MAX)
+        {}
+    }
+    sqlx::query(DELETE_EXPIRED_SECRETS).execute(&mut *connection).await?;
+    Ok(())
+}
+
+const HEARTBEAT: &str = "INSERT INTO webhook.workers (id, hostname, version) VALUES ($1, $2, $3) \
+                         ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()";
+const FORGET_WORKER: &str = "DELETE FROM webhook.workers WHERE id = $1";
+const FORGET_DEAD_WORKERS: &str = "DELETE FROM webhook.workers WHERE heartbeat_at < now() - make_interval(secs => $1)";
+const TRY_LEAD: &str = "SELECT pg_try_advisory_lock($1)";
+const ATTEMPT_PARTITIONS: &str = "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+     JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace \
+     WHERE n.nspname = 'webhook' AND p.relname = 'delivery_attempts'";
+const DELETE_EXPIRED_SECRETS: &str = "DELETE FROM webhook.endpoint_secrets WHERE expires_at <= now()";
+
+const DELETE_DEAD_LETTERS: &str = r#"
+DELETE FROM webhook.dead_letters WHERE delivery_id IN (
+    SELECT delivery_id FROM webhook.dead_letters WHERE failed_at < now() - make_interval(secs => $1) LIMIT $2)
+"#;
+
+const DELETE_IDEMPOTENCY_KEYS: &str = r#"
+DELETE FROM webhook.idempotency_keys WHERE key IN (
+    SELECT key FROM webhook.idempotency_keys WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)
+"#;
+
+/// Creates the attempt-history partitions from yesterday to [`PARTITIONS_AHEAD_DAYS`] ahead.
+///
+/// # Errors
+/// The database error.
+pub async fn ensure_partitions(connection: &mut PgConnection, today: NaiveDate) -> Result<(), sqlx::Error> {
+    for offset in -1..=PARTITIONS_AHEAD_DAYS {
+        let day = today + chrono::Duration::days(offset);
+        let next = day + chrono::Duration::days(1);
+        // Built from dates only, so there is nothing to inject.
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS webhook.delivery_attempts_{} PARTITION OF webhook.delivery_attempts \
+             FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')",
+            day.format("%Y%m%d")
+        );
+        sqlx::query(sqlx::AssertSqlSafe(ddl)).execute(&mut *connection).await?;
+    }
+    Ok(())
+}
+
+const COMPUTE_STATS: &str = r#"
+INSERT INTO webhook.queue_stats (state, count, oldest_at, computed_at)
+SELECT s.state, coalesce(c.count, 0), c.oldest_at, now()
+FROM (VALUES ('ready'), ('scheduled'), ('running'), ('paused'), ('dead')) AS s(state)
+LEFT JOIN (
+    SELECT CASE WHEN state IN ('running', 'paused') THEN state
+                WHEN run_at <= now() THEN 'ready'
+                ELSE 'scheduled' END AS state,
+           count(*) AS count,
+           min(run_at) AS oldest_at
+    FROM webhook.deliveries
+    GROUP BY 1
+    UNION ALL
+    SELECT 'dead', count(*), min(failed_at) FROM webhook.dead_letters WHERE replayed_as IS NULL
+) c USING (state)
+ON CONFLICT (state) DO UPDATE
+SET count = excluded.count, oldest_at = excluded.oldest_at, computed_at = excluded.computed_at
+"#;
+
+/// The oldest ready delivery from the first entry of the ready index (cheap at any depth); the
+/// counts stay those of the last full count.
+const REFRESH_OLDEST_READY: &str = r#"
+UPDATE webhook.queue_stats
+SET oldest_at = (SELECT min(run_at) FROM webhook.deliveries WHERE state = 'pending' AND run_at <= now()),
+    computed_at = now()
+WHERE state = 'ready'
+"#;
+
+#[derive(sqlx::FromRow)]
+struct StatRow {
+    state: String,
+    count: i64,
+    age_seconds: Option<f64>,
+}
+
+const READ_STATS: &str = r#"
+SELECT state, count, extract(epoch FROM now() - oldest_at)::float8 AS age_seconds FROM webhook.queue_stats
+UNION ALL
+SELECT 'workers', count(*), NULL FROM webhook.workers WHERE heartbeat_at > now() - interval '30 seconds'
+UNION ALL
+SELECT 'circuits', count(*), NULL FROM webhook.endpoints WHERE circuit_state <> 'closed'
+"#;
+
+async fn publish_stats(pool: &PgPool, live_workers: &AtomicUsize) -> Result<(), sqlx::Error> {
+    let rows: Vec<StatRow> = sqlx::query_as(READ_STATS).fetch_all(pool).await?;
+    for row in rows {
+        match row.state.as_str() {
+            "ready" => {
+                crate::observe::metrics::queue_stats("ready", row.count);
+                // Between full counts the count may lag; the age is fresh every round.
+                let age = row.age_seconds.unwrap_or(0.0).max(0.0);
+                crate::observe::metrics::oldest_ready_age(Duration::from_secs_f64(age));
+            }
+            "scheduled" => crate::observe::metrics::queue_stats("scheduled", row.count),
+            "running" => crate::observe::metrics::queue_stats("running", row.count),
+            "paused" => crate::observe::metrics::queue_stats("paused", row.count),
+            "dead" => crate::observe::metrics::dead_letters(row.count),
+            "workers" => {
+                crate::observe::metrics::workers_live(row.count);
+                live_workers.store(usize::try_from(row.count).unwrap_or(1).max(1), Ordering::Relaxed);
+            }
+            "circuits" => crate::observe::metrics::breaker_open_endpoints(row.count),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Every statement of this module, for the registry (`crate::sql`).
+pub const STATEMENTS: &[(&str, &str)] = &[
+    ("heartbeat", HEARTBEAT),
+    ("forget_worker", FORGET_WORKER),
+    ("forget_dead_workers", FORGET_DEAD_WORKERS),
+    ("try_lead", TRY_LEAD),
+    ("attempt_partitions", ATTEMPT_PARTITIONS),
+    ("delete_expired_secrets", DELETE_EXPIRED_SECRETS),
+    ("compute_stats", COMPUTE_STATS),
+    ("refresh_oldest_ready", REFRESH_OLDEST_READY),
+    ("read_stats", READ_STATS),
+    ("delete_dead_letters", DELETE_DEAD_LETTERS),
+    ("delete_idempotency_keys", DELETE_IDEMPOTENCY_KEYS),
+];

@@ -1,0 +1,120 @@
+//! The rest of the queue's schedule: reaping expired leases, unparking resumed endpoints,
+//! spreading a saturated endpoint's backlog, and when the next delivery is due.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+pub(super) const REAP_EXPIRED_LEASES: &str = r#"
+WITH expired AS MATERIALIZED (
+    SELECT id
+    FROM webhook.deliveries
+    WHERE state = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT $1
+    FOR NO KEY UPDATE SKIP LOCKED
+), requeued AS (
+    UPDATE webhook.deliveries d
+    SET state = 'pending', run_at = now(), lease_token = d.lease_token + 1,
+        last_error = format('the lease of worker %s expired at %s before the attempt completed',
+                            coalesce(d.leased_by, 'unknown'), d.lease_expires_at),
+        leased_by = NULL, lease_expires_at = NULL
+    FROM expired
+    WHERE d.id = expired.id AND d.attempt < $2
+    RETURNING d.id
+), dead AS (
+    DELETE FROM webhook.deliveries d USING expired
+    WHERE d.id = expired.id AND d.attempt >= $2
+    RETURNING d.id, d.message_id, d.endpoint_id, d.event_type, d.payload, d.attempt, d.created_at,
+              format('the lease of worker %s expired during the last allowed attempt',
+                     coalesce(d.leased_by, 'unknown')) AS error
+), buried AS (
+    INSERT INTO webhook.dead_letters
+        (delivery_id, message_id, endpoint_id, event_type, payload, attempts, enqueued_at, last_error)
+    SELECT id, message_id, endpoint_id, event_type, payload, attempt, created_at, error FROM dead
+    ON CONFLICT (delivery_id) DO NOTHING
+)
+SELECT (SELECT count(*) FROM requeued) + (SELECT count(*) FROM dead)
+"#;
+
+/// Returns deliveries whose lease expired (their worker crashed or stalled) to the queue, at most
+/// `limit` per call, bumping the lease token so the old holder can no longer complete them. A
+/// delivery that already used its last attempt becomes a dead letter instead. Run by the leader.
+///
+/// # Errors
+/// The database error; nothing was changed then.
+pub async fn reap_expired_leases<'e>(
+    executor: impl sqlx::PgExecutor<'e>,
+    limit: i64,
+    max_attempts: u32,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar(REAP_EXPIRED_LEASES)
+        .bind(limit)
+        .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
+        .fetch_one(executor)
+        .await
+}
+
+pub(super) const UNPARK_RESUMED: &str = r#"
+UPDATE webhook.deliveries d SET state = 'pending'
+WHERE d.state = 'paused'
+  AND NOT EXISTS (SELECT 1 FROM webhook.endpoints e WHERE e.id = d.endpoint_id AND e.state = 'paused')
+"#;
+
+/// Returns parked deliveries whose endpoint is no longer paused to the queue. `endpoint resume`
+/// does this itself; this sweep, run by the leader, catches rows parked concurrently with the
+/// resume by a worker whose endpoint cache was a moment behind. Returns how many rows moved.
+///
+/// # Errors
+/// The database error.
+pub async fn unpark_resumed<'e>(executor: impl sqlx::PgExecutor<'e>) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(UNPARK_RESUMED).execute(executor).await?.rows_affected())
+}
+
+pub(super) const SPREAD_BACKLOG: &str = r#"
+UPDATE webhook.deliveries d
+SET run_at = now() + make_interval(secs => (s.rank * $2 / 1000.0)::float8)
+FROM (
+    SELECT id, row_number() OVER (ORDER BY run_at, id) AS rank
+    FROM webhook.deliveries
+    WHERE endpoint_id = $1 AND state = 'pending' AND run_at <= now() + make_interval(secs => $3)
+) s
+WHERE d.id = s.id AND d.state = 'pending'
+"#;
+
+/// Spreads the waiting backlog of a saturated endpoint over time, `interval_ms` apart in queue
+/// order, so that it stops occupying the head of the queue (and every claim) while it waits for
+/// its rate limit or in-flight cap. Rows already scheduled more than `horizon` ahead are left
+/// alone. No attempt is spent. Returns the rows moved.
+///
+/// # Errors
+/// The database error.
+pub async fn spread_backlog(
+    pool: &PgPool,
+    endpoint: Uuid,
+    interval_ms: f64,
+    horizon: Duration,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query(SPREAD_BACKLOG)
+        .bind(endpoint)
+        .bind(interval_ms)
+        .bind(horizon.as_secs_f64())
+        .execute(pool)
+        .await?
+        .rows_affected())
+}
+
+pub(super) const NEXT_DUE: &str = r#"
+SELECT min(run_at) FROM webhook.deliveries WHERE state = 'pending'
+"#;
+
+/// When the next pending delivery is due (`None`: nothing is pending). One probe of the claim
+/// index; the dispatcher sleeps until then instead of a whole poll interval.
+///
+/// # Errors
+/// The database error.
+pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar(NEXT_DUE).fetch_one(pool).await
+}
