@@ -35,7 +35,7 @@ while [ $# -gt 0 ]; do
       [ $# -ge 2 ] || { echo "--metrics-file needs a file" >&2; exit 2; }
       [ -r "$2" ] || { echo "cannot read metrics file $2" >&2; exit 2; }
       METRICS_FILE=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
-    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
     *) echo "unknown argument: $1 (usage: helm/check.sh [--metrics-file SCRAPE] [--live HOST:PORT,…])" >&2; exit 2 ;;
   esac
 done
