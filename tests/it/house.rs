@@ -13,7 +13,8 @@ use crate::support::TestDb;
 
 /// Each room and the rooms it may use (besides itself). See `docs/architecture.md`.
 const ROOMS: &[(&str, &[&str])] = &[
-    ("cli", &["admin", "engine", "config", "observe", "db", "tls", "policy", "testkit"]),
+    ("cli", &["api", "admin", "engine", "config", "observe", "db", "tls", "policy", "testkit"]),
+    ("api", &["admin", "config", "observe", "db", "tls", "policy"]),
     ("testkit", &["admin", "engine", "config", "observe", "db", "tls", "policy"]),
     ("sql", &["admin", "engine", "db", "testkit"]),
     ("admin", &["db", "tls", "policy"]),

@@ -3,7 +3,8 @@
 //! # Layout
 //! Rooms, each allowed to use only the rooms listed after it (`rooms_import_only_downwards`
 //! checks this):
-//! - [`cli`]: the `webhook-worker` commands: parse, call [`admin`] or [`engine`], format (text, `--json`).
+//! - [`cli`]: the `webhook-worker` commands: parse, call [`admin`], [`api`] or [`engine`], format (text, `--json`).
+//! - [`api`]: the management API (Svix v1 shape) over [`admin`].
 //! - [`testkit`] (feature `testkit`): the demo, a verifying receiver, a throwaway cluster.
 //! - [`admin`]: operator operations as a library (endpoints, deliveries and replay, keys, stats).
 //! - [`engine`]: the delivery path: queue → dispatcher → attempt → completer, protection, maintenance.
@@ -14,6 +15,7 @@
 //! - [`policy`]: pure decisions, no I/O: retry, signing, crypto, address policy, circuit, states.
 
 pub mod admin;
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -3,18 +3,20 @@
 //! JSON with `--json`. No SQL and no business rules live here. Failures print one `error: …`
 //! line and exit 1 (usage errors exit 2).
 
+pub mod app;
 pub mod delivery;
 pub mod endpoint;
 pub mod keys;
 pub mod queue;
 pub mod schema;
+pub mod tokens;
 
 use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use sqlx::PgPool;
 
-use crate::config::{DatabaseArgs, RunArgs, Settings};
+use crate::config::{ApiArgs, ApiSettings, DatabaseArgs, RunArgs, Settings};
 use crate::db;
 use crate::observe::telemetry;
 
@@ -30,6 +32,14 @@ pub struct Cli {
 pub enum Command {
     /// Run a worker: claim, sign and deliver until SIGTERM or SIGINT.
     Run(Box<RunArgs>),
+    /// Serve the management API (Svix v1 shape) until SIGTERM or SIGINT.
+    Api(Box<ApiArgs>),
+    /// Manage applications (tenants): create, list, show, delete.
+    #[command(subcommand)]
+    App(app::AppCommand),
+    /// Manage management API tokens: create, list, revoke.
+    #[command(subcommand)]
+    Tokens(tokens::TokensCommand),
     /// Create or upgrade the database schema (safe to run twice and from several pods at once).
     Migrate(schema::MigrateArgs),
     /// Manage endpoints: add, list, show, update, pause, resume, disable, enable, delete, rotate-secret.
@@ -62,6 +72,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             let settings = Settings::from_args(&args)?;
             crate::engine::run(settings, crate::engine::shutdown::signal()).await
         }
+        Command::Api(args) => {
+            telemetry::init(args.log_format);
+            let settings = ApiSettings::from_args(&args)?;
+            crate::api::serve(settings, crate::engine::shutdown::signal()).await
+        }
+        Command::App(command) => app::run(command).await,
+        Command::Tokens(command) => tokens::run(command).await,
         Command::Migrate(args) => schema::migrate(&args).await,
         Command::Endpoint(command) => endpoint::run(command).await,
         Command::Delivery(command) => delivery::run(command).await,

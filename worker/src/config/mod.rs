@@ -33,11 +33,13 @@
 //! | `WEBHOOK_BREAKER_COOLDOWN` | first cool-down (doubles per failed probe) | 30s |
 //! | `WEBHOOK_BREAKER_MAX_COOLDOWN` | longest cool-down | 10m |
 //! | `WEBHOOK_ATTEMPT_RETENTION` | attempt history kept (whole days) | 14d |
+//! | `WEBHOOK_MESSAGE_RETENTION` | messages kept by the message store (whole days) | 14d |
 //! | `WEBHOOK_DEAD_LETTER_RETENTION` | dead letters kept | 30d |
 //! | `WEBHOOK_IDEMPOTENCY_RETENTION` | idempotency keys remembered | 7d |
 //! | `WEBHOOK_LOG_FORMAT` | `json` or `pretty` | json |
 //! | `RUST_LOG` | log filter | info |
 
+mod api;
 mod settings;
 
 use std::net::SocketAddr;
@@ -49,6 +51,7 @@ use clap::{Args, Parser};
 use ipnet::IpNet;
 use secrecy::{ExposeSecret, SecretString};
 
+pub use self::api::{ApiArgs, ApiSettings};
 pub use self::settings::{
     AttemptSettings, ClientSettings, CompletionSettings, DatabaseSettings, DispatchSettings, MaintenanceSettings,
     ProtectSettings, Retention, ServerSettings, Settings,
@@ -83,6 +86,10 @@ pub enum Error {
     CooldownOrder { cooldown: Duration, max: Duration },
     #[error("the lease ({lease:?}) must be longer than the HTTP timeout ({timeout:?}) plus 5 s")]
     LeaseTooShort { lease: Duration, timeout: Duration },
+    #[error(
+        "WEBHOOK_API_BOOTSTRAP_TOKEN must be at least {min} characters (make one with `webhook-worker tokens create`)"
+    )]
+    ShortToken { min: usize },
     #[error("the retry policy is invalid")]
     Retry(#[from] crate::policy::retry::PolicyError),
 }
@@ -212,6 +219,9 @@ pub struct WorkerArgs {
     /// How long the attempt history is kept (whole days; at least one).
     #[arg(long, env = "WEBHOOK_ATTEMPT_RETENTION", default_value = "14d", value_parser = humantime::parse_duration)]
     pub attempt_retention: Duration,
+    /// How long messages are kept in the message store (whole days; at least one).
+    #[arg(long, env = "WEBHOOK_MESSAGE_RETENTION", default_value = "14d", value_parser = humantime::parse_duration)]
+    pub message_retention: Duration,
     /// How long dead letters are kept.
     #[arg(long, env = "WEBHOOK_DEAD_LETTER_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
     pub dead_letter_retention: Duration,

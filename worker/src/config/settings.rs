@@ -122,6 +122,8 @@ pub struct MaintenanceSettings {
 pub struct Retention {
     /// Attempt history: whole days older than this are dropped (at least one day is kept).
     pub attempts: Duration,
+    /// The message store: whole days older than this are dropped (at least one day is kept).
+    pub messages: Duration,
     pub dead_letters: Duration,
     pub idempotency_keys: Duration,
 }
@@ -168,6 +170,7 @@ impl Settings {
                 database_url: database.url.clone(),
                 retention: Retention {
                     attempts: w.attempt_retention,
+                    messages: w.message_retention,
                     dead_letters: w.dead_letter_retention,
                     idempotency_keys: w.idempotency_retention,
                 },

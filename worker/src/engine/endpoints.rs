@@ -79,9 +79,13 @@ struct SealedRow {
 }
 
 const LOAD_ENDPOINTS: &str = r#"
-SELECT id, url, state, state_reason, timeout_ms, rate_limit_per_second, rate_limit_burst, max_in_flight,
-       circuit_state, circuit_open_until, circuit_cooldown_ms, circuit_probe_delivery
-FROM webhook.endpoints WHERE id = ANY($1)
+SELECT e.id, e.url, e.state, e.state_reason, e.timeout_ms,
+       -- An endpoint without its own rate limit has its application's.
+       coalesce(e.rate_limit_per_second, a.rate_limit_per_second) AS rate_limit_per_second,
+       e.rate_limit_burst, e.max_in_flight,
+       e.circuit_state, e.circuit_open_until, e.circuit_cooldown_ms, e.circuit_probe_delivery
+FROM webhook.endpoints e LEFT JOIN webhook.applications a ON a.id = e.application_id
+WHERE e.id = ANY($1)
 "#;
 
 const LOAD_SECRETS: &str = r#"

@@ -166,22 +166,8 @@ pub async fn apply_retention(
     retention: &Retention,
     today: NaiveDate,
 ) -> Result<(), sqlx::Error> {
-    let keep_days = i64::try_from(retention.attempts.as_secs() / 86_400).unwrap_or(i64::MAX).max(1);
-    let oldest_kept = today - chrono::Duration::days(keep_days);
-    let partitions: Vec<String> = sqlx::query_scalar(ATTEMPT_PARTITIONS).fetch_all(&mut *connection).await?;
-    for name in partitions {
-        let Some(day) =
-            name.strip_prefix("delivery_attempts_").and_then(|d| NaiveDate::parse_from_str(d, "%Y%m%d").ok())
-        else {
-            continue;
-        };
-        if day < oldest_kept {
-            // The name was read from the catalogue and matched a date pattern: nothing to inject.
-            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS webhook.{name}")))
-                .execute(&mut *connection)
-                .await?;
-            tracing::info!(partition = %name, "Dropped attempt history older than the retention");
-        }
+    for (table, keep) in [("delivery_attempts", retention.attempts), ("messages", retention.messages)] {
+        drop_partitions_before(connection, table, oldest_kept(today, keep)).await?;
     }
     for (sql, keep) in
         [(DELETE_DEAD_LETTERS, retention.dead_letters), (DELETE_IDEMPOTENCY_KEYS, retention.idempotency_keys)]
@@ -199,14 +185,43 @@ pub async fn apply_retention(
     Ok(())
 }
 
+/// The first day kept when `keep` (whole days, at least one) is kept before `today`.
+fn oldest_kept(today: NaiveDate, keep: Duration) -> NaiveDate {
+    let keep_days = i64::try_from(keep.as_secs() / 86_400).unwrap_or(i64::MAX).max(1);
+    today - chrono::Duration::days(keep_days)
+}
+
+/// Drops the daily partitions of `table` wholly before `oldest_kept`.
+async fn drop_partitions_before(
+    connection: &mut PgConnection,
+    table: &'static str,
+    oldest_kept: NaiveDate,
+) -> Result<(), sqlx::Error> {
+    let partitions: Vec<String> = sqlx::query_scalar(PARTITIONS).bind(table).fetch_all(&mut *connection).await?;
+    let prefix = format!("{table}_");
+    for name in partitions {
+        let Some(day) = name.strip_prefix(&prefix).and_then(|d| NaiveDate::parse_from_str(d, "%Y%m%d").ok()) else {
+            continue;
+        };
+        if day < oldest_kept {
+            // The name was read from the catalogue and matched a date pattern: nothing to inject.
+            sqlx::query(sqlx::AssertSqlSafe(format!("DROP TABLE IF EXISTS webhook.{name}")))
+                .execute(&mut *connection)
+                .await?;
+            tracing::info!(partition = %name, "Dropped {table} older than the retention");
+        }
+    }
+    Ok(())
+}
+
 const HEARTBEAT: &str = "INSERT INTO webhook.workers (id, hostname, version) VALUES ($1, $2, $3) \
                          ON CONFLICT (id) DO UPDATE SET heartbeat_at = now()";
 const FORGET_WORKER: &str = "DELETE FROM webhook.workers WHERE id = $1";
 const FORGET_DEAD_WORKERS: &str = "DELETE FROM webhook.workers WHERE heartbeat_at < now() - make_interval(secs => $1)";
 const TRY_LEAD: &str = "SELECT pg_try_advisory_lock($1)";
-const ATTEMPT_PARTITIONS: &str = "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+const PARTITIONS: &str = "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
      JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace \
-     WHERE n.nspname = 'webhook' AND p.relname = 'delivery_attempts'";
+     WHERE n.nspname = 'webhook' AND p.relname = $1";
 const DELETE_EXPIRED_SECRETS: &str = "DELETE FROM webhook.endpoint_secrets WHERE expires_at <= now()";
 
 const DELETE_DEAD_LETTERS: &str = r#"
@@ -219,21 +234,24 @@ DELETE FROM webhook.idempotency_keys WHERE key IN (
     SELECT key FROM webhook.idempotency_keys WHERE created_at < now() - make_interval(secs => $1) LIMIT $2)
 "#;
 
-/// Creates the attempt-history partitions from yesterday to [`PARTITIONS_AHEAD_DAYS`] ahead.
+/// Creates the daily partitions of the attempt history and the message store from yesterday to
+/// [`PARTITIONS_AHEAD_DAYS`] ahead.
 ///
 /// # Errors
 /// The database error.
 pub async fn ensure_partitions(connection: &mut PgConnection, today: NaiveDate) -> Result<(), sqlx::Error> {
-    for offset in -1..=PARTITIONS_AHEAD_DAYS {
-        let day = today + chrono::Duration::days(offset);
-        let next = day + chrono::Duration::days(1);
-        // Built from dates only, so there is nothing to inject.
-        let ddl = format!(
-            "CREATE TABLE IF NOT EXISTS webhook.delivery_attempts_{} PARTITION OF webhook.delivery_attempts \
-             FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')",
-            day.format("%Y%m%d")
-        );
-        sqlx::query(sqlx::AssertSqlSafe(ddl)).execute(&mut *connection).await?;
+    for table in ["delivery_attempts", "messages"] {
+        for offset in -1..=PARTITIONS_AHEAD_DAYS {
+            let day = today + chrono::Duration::days(offset);
+            let next = day + chrono::Duration::days(1);
+            // Built from a fixed table name and dates only, so there is nothing to inject.
+            let ddl = format!(
+                "CREATE TABLE IF NOT EXISTS webhook.{table}_{} PARTITION OF webhook.{table} \
+                 FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')",
+                day.format("%Y%m%d")
+            );
+            sqlx::query(sqlx::AssertSqlSafe(ddl)).execute(&mut *connection).await?;
+        }
     }
     Ok(())
 }
@@ -312,7 +330,7 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("forget_worker", FORGET_WORKER),
     ("forget_dead_workers", FORGET_DEAD_WORKERS),
     ("try_lead", TRY_LEAD),
-    ("attempt_partitions", ATTEMPT_PARTITIONS),
+    ("partitions", PARTITIONS),
     ("delete_expired_secrets", DELETE_EXPIRED_SECRETS),
     ("compute_stats", COMPUTE_STATS),
     ("refresh_oldest_ready", REFRESH_OLDEST_READY),

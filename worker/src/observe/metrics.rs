@@ -71,6 +71,8 @@ fn describe() {
     describe_gauge!("webhook_queue_oldest_ready_age_seconds", Unit::Seconds, "Age of the oldest ready delivery");
     describe_gauge!("webhook_in_flight", "Deliveries in flight in this worker");
     describe_histogram!("webhook_claim_batch_size", "Rows per claim");
+    describe_counter!("webhook_api_requests_total", "Management API requests by route template and status class");
+    describe_histogram!("webhook_api_request_duration_seconds", "Management API request duration by route template");
     describe_counter!("webhook_breaker_transitions_total", "Circuit breaker transitions by target state");
     describe_gauge!("webhook_breaker_open_endpoints", "Endpoints whose circuit is open");
     describe_counter!("webhook_database_errors_total", "Database errors by operation");
@@ -109,6 +111,20 @@ pub fn claim_batch(size: usize) {
 /// Sets deliveries in flight.
 pub fn in_flight(count: usize) {
     gauge!("webhook_in_flight").set(count as f64);
+}
+
+/// Counts one management API request by its route template (never an id) and status class, and
+/// records its duration.
+pub fn api_request(route: &str, status: u16, elapsed: Duration) {
+    let class = match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    counter!("webhook_api_requests_total", "route" => route.to_owned(), "status_class" => class).increment(1);
+    histogram!("webhook_api_request_duration_seconds", "route" => route.to_owned()).record(elapsed.as_secs_f64());
 }
 
 /// Counts a database error of `operation` (`claim`, `complete`, `endpoints`, `maintenance`…).

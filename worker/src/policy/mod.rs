@@ -6,6 +6,7 @@
 //! - [`signing`]: Standard Webhooks HMAC-SHA256 signatures.
 //! - [`crypto`]: the AES-256-GCM key ring for secrets at rest.
 //! - [`address`]: the SSRF policy, which URLs and addresses a webhook may go to.
+//! - [`token`]: management API tokens, generated and compared by hash.
 
 pub mod address;
 pub mod circuit;
@@ -13,3 +14,4 @@ pub mod crypto;
 pub mod retry;
 pub mod signing;
 pub mod states;
+pub mod token;

@@ -5,12 +5,13 @@
 pub mod read;
 mod sealed;
 mod sql;
+pub mod tenant;
 mod validate;
 
 use self::sealed::{add_secret, replace_headers, replace_identity};
 pub use self::sql::STATEMENTS;
 use self::sql::*;
-use self::validate::{check_event_types, check_url, parse_header};
+use self::validate::{check_event_types, check_uid, check_url, parse_header};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -42,6 +43,12 @@ pub enum Error {
     State { id: Uuid, state: EndpointState, action: &'static str, needed: &'static str },
     #[error("endpoint {id} still has {backlog} deliveries in the queue; pass --force to delete them too")]
     Backlog { id: Uuid, backlog: i64 },
+    #[error("an endpoint with uid `{0}` exists already in this application")]
+    UidTaken(String),
+    #[error("invalid uid {0:?}: use 1 to 256 of a-z A-Z 0-9 . _ -, not an id")]
+    Uid(String),
+    #[error("the stored signing secret of endpoint {0} is unusable")]
+    UnusableSecret(Uuid),
     #[error(transparent)]
     Crypto(#[from] crate::policy::crypto::Error),
     #[error(transparent)]
@@ -63,6 +70,23 @@ pub struct Changes {
     pub headers: Option<Vec<String>>,
     /// PEM certificate chain and private key to present (mTLS); `Some(None)` removes it.
     pub client_identity: Option<Option<Vec<u8>>>,
+    /// On create: the application it belongs to (default: the default application). On update:
+    /// a fence — the endpoint must belong to it.
+    pub application: Option<Uuid>,
+    /// The caller's own id for the endpoint, unique within its application; `Some(None)` clears it.
+    pub uid: Option<Option<String>>,
+    /// Free-form string pairs shown back by the API.
+    pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// A unique violation on insert or update can only be the uid.
+fn uid_taken(err: sqlx::Error, changes: &Changes) -> Error {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            Error::UidTaken(changes.uid.clone().flatten().unwrap_or_default())
+        }
+        _ => err.into(),
+    }
 }
 
 /// Creates an endpoint with its sealed secret and headers in one transaction.
@@ -78,6 +102,7 @@ pub async fn create(
     let url = check_url(changes.url.as_deref().unwrap_or_default())?;
     let event_types = changes.event_types.clone().unwrap_or_default();
     check_event_types(&event_types)?;
+    check_uid(changes)?;
     let headers = changes
         .headers
         .as_deref()
@@ -97,8 +122,12 @@ pub async fn create(
         .bind(changes.max_in_flight)
         .bind(changes.timeout_ms)
         .bind(changes.ordered.unwrap_or(false))
+        .bind(changes.application)
+        .bind(changes.uid.clone().flatten())
+        .bind(changes.metadata.as_ref().map(sqlx::types::Json))
         .execute(&mut *tx)
-        .await?;
+        .await
+        .map_err(|err| uid_taken(err, changes))?;
     add_secret(&mut tx, key_ring, id, secret).await?;
     replace_headers(&mut tx, key_ring, id, &headers).await?;
     if let Some(identity) = &changes.client_identity {
@@ -118,6 +147,7 @@ pub async fn update(pool: &PgPool, key_ring: Option<&KeyRing>, id: Uuid, changes
     if let Some(types) = &changes.event_types {
         check_event_types(types)?;
     }
+    check_uid(changes)?;
     let headers = changes
         .headers
         .as_ref()
@@ -134,8 +164,13 @@ pub async fn update(pool: &PgPool, key_ring: Option<&KeyRing>, id: Uuid, changes
         .bind(changes.max_in_flight)
         .bind(changes.timeout_ms)
         .bind(changes.ordered)
+        .bind(changes.uid.is_some())
+        .bind(changes.uid.clone().flatten())
+        .bind(changes.metadata.as_ref().map(sqlx::types::Json))
+        .bind(changes.application)
         .execute(&mut *tx)
-        .await?
+        .await
+        .map_err(|err| uid_taken(err, changes))?
         .rows_affected();
     if updated == 0 {
         return Err(Error::NotFound(id));

@@ -1,9 +1,21 @@
 //! The statements of endpoint administration, named; see `crate::sql` for how they are checked.
 
-pub(super) const INSERT_ENDPOINT: &str = "INSERT INTO webhook.endpoints (id, url, event_types, description, rate_limit_per_second, rate_limit_burst, max_in_flight, timeout_ms, ordered) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+pub(super) const INSERT_ENDPOINT: &str = r#"
+INSERT INTO webhook.endpoints (id, url, event_types, description, rate_limit_per_second, rate_limit_burst,
+                               max_in_flight, timeout_ms, ordered, application_id, uid, metadata)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, coalesce($10, '00000000-0000-0000-0000-000000000000'::uuid), $11,
+        coalesce($12, '{}'::jsonb))
+"#;
 pub(super) const DELETE_IDENTITY: &str = "DELETE FROM webhook.endpoint_client_identities WHERE endpoint_id = $1";
 pub(super) const DELETE_HEADERS: &str = "DELETE FROM webhook.endpoint_headers WHERE endpoint_id = $1";
-pub(super) const UPDATE_ENDPOINT: &str = "UPDATE webhook.endpoints SET url = coalesce($2, url), event_types = coalesce($3, event_types), description = coalesce($4, description), rate_limit_per_second = coalesce($5, rate_limit_per_second), rate_limit_burst = coalesce($6, rate_limit_burst), max_in_flight = coalesce($7, max_in_flight), timeout_ms = coalesce($8, timeout_ms), ordered = coalesce($9, ordered), updated_at = now() WHERE id = $1";
+pub(super) const UPDATE_ENDPOINT: &str = r#"
+UPDATE webhook.endpoints
+SET url = coalesce($2, url), event_types = coalesce($3, event_types), description = coalesce($4, description),
+    rate_limit_per_second = coalesce($5, rate_limit_per_second), rate_limit_burst = coalesce($6, rate_limit_burst),
+    max_in_flight = coalesce($7, max_in_flight), timeout_ms = coalesce($8, timeout_ms), ordered = coalesce($9, ordered),
+    uid = CASE WHEN $10 THEN $11 ELSE uid END, metadata = coalesce($12, metadata), updated_at = now()
+WHERE id = $1 AND ($13::uuid IS NULL OR application_id = $13)
+"#;
 pub(super) const LOCK_STATE: &str = "SELECT state FROM webhook.endpoints WHERE id = $1 FOR UPDATE";
 pub(super) const SET_STATE: &str = "UPDATE webhook.endpoints SET state = $2, state_reason = $3, state_changed_at = now(), updated_at = now() WHERE id = $1";
 pub(super) const PARK_DELIVERIES: &str =

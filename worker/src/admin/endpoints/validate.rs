@@ -36,3 +36,11 @@ pub(super) fn parse_header(line: &str) -> Result<(String, String), Error> {
     }
     Ok((name, value))
 }
+
+pub(super) fn check_uid(changes: &super::Changes) -> Result<(), Error> {
+    let Some(Some(uid)) = &changes.uid else { return Ok(()) };
+    let valid = (1..=256).contains(&uid.len())
+        && uid.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+        && crate::admin::ids::parse(crate::admin::ids::Kind::Endpoint, uid).is_none();
+    if valid { Ok(()) } else { Err(Error::Uid(uid.clone())) }
+}

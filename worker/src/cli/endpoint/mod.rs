@@ -108,6 +108,7 @@ impl SettingArgs {
             ordered: self.ordered,
             headers: self.headers.clone(),
             client_identity: self.client_identity()?,
+            ..Changes::default()
         })
     }
 
