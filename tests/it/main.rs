@@ -3,6 +3,7 @@
 
 #![expect(clippy::unwrap_used, reason = "a test fails loudly at the first unexpected error")]
 
+mod api;
 mod bad_input;
 mod delivery;
 mod faults;

@@ -1,7 +1,9 @@
 //! Shared test harness: databases, workers, endpoints.
 
+pub mod api;
 pub mod cli;
 pub mod db;
+pub mod python;
 pub mod worker;
 
 pub use db::TestDb;

@@ -157,6 +157,9 @@ pub async fn create(
 /// # Errors
 /// [`Error::NotFound`] (also for one outside the scope), or the database error.
 pub async fn find(pool: &PgPool, scope: Scope, reference: &str) -> Result<Application, Error> {
+    if reference.contains('\0') {
+        return Err(Error::NotFound(reference.to_owned()));
+    }
     let found: Option<Application> = match ids::parse(Kind::Application, reference) {
         Some(id) => sqlx::query_as(BY_ID).bind(id).fetch_optional(pool).await?,
         None => sqlx::query_as(BY_UID).bind(reference).fetch_optional(pool).await?,

@@ -39,6 +39,13 @@ fn secret(text: Option<&str>, field: &str) -> Result<SigningSecret, ApiError> {
     }
 }
 
+fn rate_limit(rate: Option<i32>) -> Result<Option<i32>, ApiError> {
+    match rate {
+        Some(rate) if rate <= 0 => Err(ApiError::invalid("rateLimit", "must be a positive number")),
+        rate => Ok(rate),
+    }
+}
+
 /// Sets the endpoint disabled or enabled as asked (nothing when it already is).
 async fn set_disabled(state: &AppState, endpoint: &tenant::Endpoint, disabled: Option<bool>) -> Result<(), ApiError> {
     let change = match (disabled, endpoint.state) {
@@ -88,7 +95,7 @@ pub async fn create(
         url: Some(input.url),
         event_types: Some(input.filter_types.unwrap_or_default()),
         description: input.description,
-        rate_limit_per_second: input.rate_limit,
+        rate_limit_per_second: rate_limit(input.rate_limit)?,
         headers: input.headers.as_ref().map(header_lines),
         application: Some(app),
         uid: Some(input.uid),
@@ -129,7 +136,7 @@ async fn change(
         url: input.url,
         event_types: input.filter_types,
         description: input.description,
-        rate_limit_per_second: input.rate_limit,
+        rate_limit_per_second: rate_limit(input.rate_limit)?,
         application: Some(app),
         uid: input.uid.map(Some),
         metadata: input.metadata.map(|m| metadata_map(Some(&m))),
@@ -203,20 +210,21 @@ pub async fn get_secret(
     Ok(Json(EndpointSecretOut { key: secret.expose_whsec().to_string() }))
 }
 
-/// Rotate the secret: the new one signs at once, the previous one too for 24 hours.
+/// Rotate the secret: the new one signs at once, the previous one too for 24 hours. Answers the
+/// new secret (as the Svix SDKs expect).
 #[utoipa::path(post, path = "/api/v1/app/{app_id}/endpoint/{endpoint_id}/secret/rotate",
     params(("app_id" = String, Path), ("endpoint_id" = String, Path)), request_body = EndpointSecretRotateIn,
-    security(("bearer" = [])), responses((status = 204), (status = 404, body = HttpErrorOut), (status = 422, body = HttpValidationError)))]
+    security(("bearer" = [])), responses((status = 200, body = EndpointSecretOut), (status = 404, body = HttpErrorOut), (status = 422, body = HttpValidationError)))]
 pub async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
     Path((app_id, endpoint_id)): Path<(String, String)>,
     Body(input): Body<EndpointSecretRotateIn>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<Json<EndpointSecretOut>, ApiError> {
     let (_, endpoint) = found(&state, caller, &app_id, &endpoint_id).await?;
     let signing = secret(input.key.as_deref(), "key")?;
     endpoints::rotate_secret(&state.pool, &state.key_ring, endpoint.id, &signing, ROTATION_GRACE).await?;
-    Ok(StatusCode::NO_CONTENT)
+    Ok(Json(EndpointSecretOut { key: signing.expose_whsec().to_string() }))
 }
 
 /// The custom headers.

@@ -96,8 +96,19 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A database refusal of the caller's values is the caller's error (a NUL byte, a number out of
+/// range, a CHECK constraint); anything else is ours.
 fn database(err: &sqlx::Error) -> ApiError {
-    ApiError::Internal(err.to_string())
+    let Some(db) = err.as_database_error() else { return ApiError::Internal(err.to_string()) };
+    let field = db.constraint().unwrap_or("body").to_owned();
+    match db.code().as_deref() {
+        Some("23514" | "22001" | "22003" | "22007" | "22008" | "22021" | "22P02" | "22P05" | "54000") => {
+            ApiError::Invalid { field, message: db.message().to_owned() }
+        }
+        Some("23505") => ApiError::Conflict(db.message().to_owned()),
+        Some("23503") => ApiError::NotFound("it refers to something that does not exist".into()),
+        _ => ApiError::Internal(err.to_string()),
+    }
 }
 
 impl From<applications::Error> for ApiError {

@@ -73,16 +73,16 @@ pub async fn get(
 /// Send a message again to one endpoint.
 #[utoipa::path(post, path = "/api/v1/app/{app_id}/msg/{msg_id}/endpoint/{endpoint_id}/resend",
     params(("app_id" = String, Path), ("msg_id" = String, Path), ("endpoint_id" = String, Path)), security(("bearer" = [])),
-    responses((status = 202), (status = 404, body = HttpErrorOut)))]
+    responses((status = 202, body = Object, description = "an empty object"), (status = 404, body = HttpErrorOut)))]
 pub async fn resend(
     State(state): State<AppState>,
     caller: Caller,
     Path((app_id, msg_id, endpoint_id)): Path<(String, String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let app = state.application(caller, &app_id).await?;
     let endpoint = tenant::find(&state.pool, app, &endpoint_id).await?;
     messages::resend(&state.pool, app, &msg_id, endpoint.id).await?;
-    Ok(StatusCode::ACCEPTED)
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({}))))
 }
 
 /// The attempts of one message, newest first.

@@ -51,6 +51,21 @@ pub struct ApiArgs {
     pub log_format: LogFormat,
 }
 
+impl ApiArgs {
+    /// The options as if no flag or variable were given (for tests, which change what they need
+    /// and then validate with [`ApiSettings::from_args`]).
+    pub fn defaults() -> Self {
+        #[derive(clap::Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            api: ApiArgs,
+        }
+        let command = <Defaults as clap::CommandFactory>::command().mut_args(|arg| arg.env(None::<&str>));
+        let matches = command.get_matches_from(["defaults"]);
+        <Defaults as clap::FromArgMatches>::from_arg_matches(&matches).expect("the defaults parse").api
+    }
+}
+
 /// What the API runs with.
 #[derive(Debug, Clone)]
 pub struct ApiSettings {

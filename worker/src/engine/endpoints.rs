@@ -229,6 +229,11 @@ impl EndpointCache {
 }
 
 impl EndpointCache {
+    /// Drops `id`, so the next batch that needs it reads it afresh (an operator changed it).
+    pub fn forget(&self, id: Uuid) {
+        self.entries.lock().expect("endpoint cache lock poisoned").remove(&id);
+    }
+
     /// Records locally that `id` was just disabled (its receiver answered 410), so this worker
     /// stops sending to it at once instead of after the cache entry expires.
     pub fn mark_disabled(&self, id: Uuid, reason: &str) {

@@ -60,7 +60,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let (completer, writer) = completer::spawn(writer, settings.completion.capacity);
     let live_workers = Arc::new(AtomicUsize::new(1));
     let background = CancellationToken::new();
-    let wake = wake::Wake::listen(pool.clone(), background.clone());
+    let cache =
+        Arc::new(endpoints::EndpointCache::new(pool.clone(), settings.key_ring, settings.dispatch.endpoint_cache_ttl));
+    let wake = wake::Wake::listen(pool.clone(), Arc::clone(&cache), background.clone());
     let maintenance = tokio::spawn(maintenance::run(
         settings.maintenance.clone(),
         pool.clone(),
@@ -68,10 +70,9 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
         Arc::clone(&live_workers),
         background.clone(),
     ));
-    let cache = endpoints::EndpointCache::new(pool.clone(), settings.key_ring, settings.dispatch.endpoint_cache_ttl);
     let parts = dispatcher::Parts {
         pool: pool.clone(),
-        endpoints: Arc::new(cache),
+        endpoints: cache,
         attempt: Arc::new(attempt::AttemptContext {
             deliverer,
             settings: settings.attempt,

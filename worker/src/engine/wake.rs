@@ -1,6 +1,8 @@
-//! Waking the dispatcher: producers' inserts `NOTIFY webhook_deliveries` (once per statement),
-//! and one dedicated connection LISTENs and reconnects after errors. Losing a notification only
-//! costs latency: the dispatcher also polls.
+//! Notifications from the database, on one dedicated connection that LISTENs and reconnects
+//! after errors: producers' inserts `NOTIFY webhook_deliveries` (once per statement) and wake the
+//! dispatcher; operator changes to an endpoint `NOTIFY webhook_endpoints` with its id and drop it
+//! from the endpoint cache. Losing a notification only costs time: the dispatcher also polls, and
+//! cache entries expire after a few seconds.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,8 +12,12 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::engine::endpoints::EndpointCache;
+
 /// The channel producers notify.
-const CHANNEL: &str = "webhook_deliveries";
+const DELIVERIES: &str = "webhook_deliveries";
+/// The channel operator changes to an endpoint notify, with its id.
+const ENDPOINTS: &str = "webhook_endpoints";
 /// How long to wait before reconnecting a lost LISTEN connection.
 const RECONNECT: Duration = Duration::from_secs(2);
 
@@ -23,10 +29,10 @@ pub struct Wake {
 }
 
 impl Wake {
-    /// Starts listening until `stop`.
-    pub fn listen(pool: PgPool, stop: CancellationToken) -> Self {
+    /// Starts listening until `stop`; changed endpoints are dropped from `endpoints`.
+    pub fn listen(pool: PgPool, endpoints: Arc<EndpointCache>, stop: CancellationToken) -> Self {
         let notify = Arc::new(Notify::new());
-        let task = tokio::spawn(listen(pool, Arc::clone(&notify), stop));
+        let task = tokio::spawn(listen(pool, Arc::clone(&notify), endpoints, stop));
         Self { notify, task }
     }
 
@@ -41,7 +47,7 @@ impl Wake {
     }
 }
 
-async fn listen(pool: PgPool, wake: Arc<Notify>, stop: CancellationToken) {
+async fn listen(pool: PgPool, wake: Arc<Notify>, endpoints: Arc<EndpointCache>, stop: CancellationToken) {
     loop {
         let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
             Ok(listener) => listener,
@@ -53,13 +59,18 @@ async fn listen(pool: PgPool, wake: Arc<Notify>, stop: CancellationToken) {
                 }
             }
         };
-        if let Err(err) = listener.listen(CHANNEL).await {
+        if let Err(err) = listener.listen_all([DELIVERIES, ENDPOINTS]).await {
             tracing::debug!(error = %err, "LISTEN failed");
             continue;
         }
         loop {
             tokio::select! {
                 received = listener.recv() => match received {
+                    Ok(note) if note.channel() == ENDPOINTS => {
+                        if let Ok(id) = note.payload().parse() {
+                            endpoints.forget(id);
+                        }
+                    }
                     Ok(_) => wake.notify_one(),
                     Err(err) => {
                         tracing::debug!(error = %err, "LISTEN connection lost");

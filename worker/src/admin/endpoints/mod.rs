@@ -79,6 +79,13 @@ pub struct Changes {
     pub metadata: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// Tells the workers (on commit) that endpoint `id` changed, so they drop it from their cache
+/// at once instead of after its few seconds.
+async fn changed(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, id: Uuid) -> Result<(), Error> {
+    sqlx::query(NOTIFY_CHANGED).bind(id).execute(&mut **tx).await?;
+    Ok(())
+}
+
 /// A unique violation on insert or update can only be the uid.
 fn uid_taken(err: sqlx::Error, changes: &Changes) -> Error {
     match &err {
@@ -183,6 +190,7 @@ pub async fn update(pool: &PgPool, key_ring: Option<&KeyRing>, id: Uuid, changes
         let key_ring = key_ring.ok_or(crate::policy::crypto::Error::EmptyKeyRing)?;
         replace_identity(&mut tx, key_ring, id, identity.as_deref()).await?;
     }
+    changed(&mut tx, id).await?;
     tx.commit().await?;
     Ok(())
 }
@@ -232,6 +240,7 @@ pub async fn change_state(pool: &PgPool, id: Uuid, change: StateChange, reason: 
         }
         StateChange::Enable => 0,
     };
+    changed(&mut tx, id).await?;
     tx.commit().await?;
     Ok(moved)
 }
@@ -251,6 +260,7 @@ pub async fn delete(pool: &PgPool, id: Uuid, force: bool) -> Result<i64, Error> 
     }
     sqlx::query(DELETE_DELIVERIES).bind(id).execute(&mut *tx).await?;
     sqlx::query(DELETE_ENDPOINT).bind(id).execute(&mut *tx).await?;
+    changed(&mut tx, id).await?;
     tx.commit().await?;
     Ok(backlog)
 }
@@ -273,6 +283,7 @@ pub async fn rotate_secret(
     let expires: DateTime<Utc> = sqlx::query_scalar(EXPIRY).bind(grace.as_secs_f64()).fetch_one(&mut *tx).await?;
     sqlx::query(EXPIRE_SECRETS).bind(id).bind(expires).execute(&mut *tx).await?;
     add_secret(&mut tx, key_ring, id, secret).await?;
+    changed(&mut tx, id).await?;
     tx.commit().await?;
     Ok(expires)
 }

@@ -36,8 +36,12 @@ pub(super) const INSERT_HEADER: &str =
 pub(super) const INSERT_IDENTITY: &str =
     "INSERT INTO webhook.endpoint_client_identities (endpoint_id, key_id, ciphertext) VALUES ($1, $2, $3)";
 
+/// The channel is `engine::wake`'s; the payload the endpoint's id.
+pub(super) const NOTIFY_CHANGED: &str = "SELECT pg_notify('webhook_endpoints', $1::uuid::text)";
+
 /// Every statement of endpoint administration, for the registry (`crate::sql`).
 pub const STATEMENTS: &[(&str, &str)] = &[
+    ("notify_changed", NOTIFY_CHANGED),
     ("insert_endpoint", INSERT_ENDPOINT),
     ("delete_identity", DELETE_IDENTITY),
     ("delete_headers", DELETE_HEADERS),

@@ -62,6 +62,9 @@ const HEADERS: &str =
 /// # Errors
 /// [`Error::NotFound`] when there is none in this application, or the database error.
 pub async fn find(pool: &PgPool, application: Uuid, reference: &str) -> Result<Endpoint, Error> {
+    if reference.contains('\0') {
+        return Err(Error::NotFound(Uuid::nil()));
+    }
     let found: Option<Endpoint> = match ids::parse(Kind::Endpoint, reference) {
         Some(id) => sqlx::query_as(BY_ID).bind(id).bind(application).fetch_optional(pool).await?,
         None => sqlx::query_as(BY_UID).bind(reference).bind(application).fetch_optional(pool).await?,
