@@ -17,4 +17,5 @@ mod process;
 mod producer;
 mod queue;
 mod support;
+mod tenants;
 mod tls;

@@ -24,6 +24,8 @@ pub struct Event<'a> {
     pub idempotency_key: Option<&'a str>,
     /// Deliver to this endpoint only.
     pub endpoint: Option<Uuid>,
+    /// The application (id or uid); default: the endpoint's, else the default application.
+    pub app: Option<&'a str>,
 }
 
 /// What `webhook.enqueue()` did.
@@ -36,7 +38,7 @@ pub struct Enqueued {
     pub duplicate: bool,
 }
 
-const ENQUEUE: &str = "SELECT message_id, deliveries, duplicate FROM webhook.enqueue($1, $2::json, $3, $4)";
+const ENQUEUE: &str = "SELECT message_id, deliveries, duplicate FROM webhook.enqueue($1, $2::json, $3, $4, $5)";
 
 /// Whether `payload` is JSON (the database would refuse it otherwise, with a vaguer message).
 ///
@@ -58,6 +60,7 @@ pub async fn enqueue(pool: &PgPool, event: &Event<'_>) -> Result<Enqueued, Error
         .bind(event.payload)
         .bind(event.idempotency_key)
         .bind(event.endpoint)
+        .bind(event.app)
         .fetch_one(pool)
         .await?)
 }

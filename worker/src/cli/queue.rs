@@ -36,6 +36,9 @@ pub struct EnqueueArgs {
     /// Deliver to this endpoint only.
     #[arg(long)]
     pub endpoint: Option<uuid::Uuid>,
+    /// The application (id or uid) whose endpoints receive it.
+    #[arg(long)]
+    pub app: Option<String>,
     /// A key seen before makes the call a no-op.
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -54,6 +57,7 @@ pub async fn enqueue(args: &EnqueueArgs) -> anyhow::Result<()> {
         payload: &args.payload,
         idempotency_key: args.idempotency_key.as_deref(),
         endpoint: args.endpoint,
+        app: args.app.as_deref(),
     };
     // Checked before connecting, so a typo is reported even without a database.
     admin::enqueue::check_payload(event.payload).context("--payload is not valid JSON")?;

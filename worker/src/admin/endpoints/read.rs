@@ -10,6 +10,7 @@ use crate::policy::states::{CircuitState, EndpointState};
 #[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct EndpointSummary {
     pub id: Uuid,
+    pub application_id: Uuid,
     pub url: String,
     pub event_types: Vec<String>,
     pub description: String,
@@ -21,18 +22,19 @@ pub struct EndpointSummary {
 }
 
 const LIST: &str = r#"
-SELECT e.id, e.url, e.event_types, e.description, e.state, e.state_reason, e.ordered, e.created_at,
+SELECT e.id, e.application_id, e.url, e.event_types, e.description, e.state, e.state_reason, e.ordered, e.created_at,
        (SELECT count(*) FROM webhook.deliveries d WHERE d.endpoint_id = e.id) AS backlog
 FROM webhook.endpoints e
+WHERE ($1::uuid IS NULL OR e.application_id = $1)
 ORDER BY e.created_at, e.id
 "#;
 
-/// Every endpoint with its backlog.
+/// Every endpoint (of `application`, if given) with its backlog.
 ///
 /// # Errors
 /// The database error.
-pub async fn list(pool: &PgPool) -> Result<Vec<EndpointSummary>, sqlx::Error> {
-    sqlx::query_as(LIST).fetch_all(pool).await
+pub async fn list(pool: &PgPool, application: Option<Uuid>) -> Result<Vec<EndpointSummary>, sqlx::Error> {
+    sqlx::query_as(LIST).bind(application).fetch_all(pool).await
 }
 
 /// An endpoint's settings and health.

@@ -10,7 +10,9 @@ use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
 use super::{connect, print_json};
+use crate::admin::applications;
 use crate::admin::endpoints::{self, Changes, StateChange, read};
+use crate::admin::ids::Scope;
 use crate::config::{DatabaseArgs, KeyArgs};
 use crate::policy::signing::SigningSecret;
 
@@ -133,6 +135,9 @@ pub struct AddArgs {
     /// Where to POST webhooks (https://…).
     #[arg(long)]
     pub url: String,
+    /// The application (id or uid) it belongs to; default: the default application.
+    #[arg(long)]
+    pub app: Option<String>,
     #[command(flatten)]
     pub settings: SettingArgs,
     /// Signing secret `whsec_<base64>`; generated when omitted.
@@ -147,6 +152,9 @@ pub struct AddArgs {
 pub struct ListArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
+    /// Only this application's endpoints (id or uid).
+    #[arg(long)]
+    pub app: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
@@ -276,11 +284,20 @@ pub async fn run(command: EndpointCommand) -> anyhow::Result<()> {
     }
 }
 
+/// The application `reference` names, if one is given.
+async fn application(pool: &sqlx::PgPool, reference: Option<&str>) -> anyhow::Result<Option<uuid::Uuid>> {
+    match reference {
+        Some(reference) => Ok(Some(applications::find(pool, Scope::All, reference).await?.id)),
+        None => Ok(None),
+    }
+}
+
 async fn add(args: AddArgs) -> anyhow::Result<()> {
     let key_ring = args.keys.key_ring()?;
     let (secret, generated) = secret_or_generate(args.secret.as_ref())?;
-    let changes = args.settings.changes(Some(&args.url))?;
+    let mut changes = args.settings.changes(Some(&args.url))?;
     let pool = connect(&args.database).await?;
+    changes.application = application(&pool, args.app.as_deref()).await?;
     let id = endpoints::create(&pool, &key_ring, &changes, &secret).await?;
     let shown = generated.then(|| secret.expose_whsec());
     if args.json {
@@ -297,7 +314,7 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
 
 async fn list(args: ListArgs) -> anyhow::Result<()> {
     let pool = connect(&args.database).await?;
-    let list = read::list(&pool).await?;
+    let list = read::list(&pool, application(&pool, args.app.as_deref()).await?).await?;
     if args.json {
         return print_json(&list);
     }
