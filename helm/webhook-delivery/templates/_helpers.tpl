@@ -151,3 +151,37 @@ namespace/fullname, so that releases of the same name in two namespaces differ t
 {{- else -}}{{ printf "%s-%s" (include "wd.fullname" . | trunc 31 | trimSuffix "-") (printf "%s/%s" .Release.Namespace (include "wd.fullname" .) | sha256sum | trunc 8) }}
 {{- end -}}
 {{- end -}}
+
+{{/* The management API (`webhook-worker api`, api.enabled): its own Deployment, Service and
+scraping job. Its name leaves room for the suffix within 63 characters. */}}
+{{- define "wd.apiFullname" -}}{{ printf "%s-api" (include "wd.fullname" . | trunc 59 | trimSuffix "-") }}{{- end -}}
+
+{{- define "wd.apiSelectorLabels" -}}
+{{ include "wd.selectorLabels" . }}
+app.kubernetes.io/component: api
+{{- end -}}
+
+{{/* Prometheus label matchers selecting this release's API series (its alert). Empty
+api.seriesSelector: namespace="<release namespace>",job="<fullname>-api", the API Service's name,
+which is the job the chart's ServiceMonitor gives the API pods. */}}
+{{- define "wd.apiSeriesSelector" -}}
+{{- if .Values.api.seriesSelector -}}{{ .Values.api.seriesSelector }}
+{{- else -}}namespace="{{ .Release.Namespace }}",job="{{ include "wd.apiFullname" . }}"
+{{- end -}}
+{{- end -}}
+
+{{/* Rendering guards of the API. */}}
+{{- define "wd.validateApi" -}}
+{{- $a := .Values.api }}
+{{- if and $a.autoscaling.enabled (gt (int $a.autoscaling.minReplicas) (int $a.autoscaling.maxReplicas)) }}
+{{- fail "api.autoscaling.minReplicas must not exceed api.autoscaling.maxReplicas" }}
+{{- end }}
+{{- if and $a.ingress.enabled (not $a.ingress.hosts) }}
+{{- fail "api.ingress.enabled needs api.ingress.hosts: at least one {host, paths}" }}
+{{- end }}
+{{- range .Values.extraEnv }}
+{{- if eq .name "WEBHOOK_API_BOOTSTRAP_TOKEN" }}
+{{- fail "extraEnv sets WEBHOOK_API_BOOTSTRAP_TOKEN: name its Secret in api.bootstrapToken.existingSecret (and its key in api.bootstrapToken.key) instead" }}
+{{- end }}
+{{- end }}
+{{- end -}}
