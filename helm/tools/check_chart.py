@@ -13,7 +13,9 @@ usage:
       heading of the runbook.
   check_chart.py workload RENDERED.yaml [RENDERED.yaml…]
       the Deployment, migration Job and autoscaler keep their contract (security context, probes,
-      ports, environment variable names, one key-ring source, drain deadline below the grace period).
+      ports, environment variable names, one key-ring source, drain deadline below the grace period);
+      with api.enabled, the API Deployment's (`webhook-worker api`: same image, Secret, key ring and
+      delivery policy, probes on metrics, its own selector, Service, PDB, HPA and NetworkPolicy).
   check_chart.py pods RENDERED.yaml [RENDERED.yaml…]
       the pods of any render (umbrella charts, README examples) would start as far as the chart
       decides: one key-ring source, its file mounted where WEBHOOK_ENCRYPTION_KEYS_FILE says,
@@ -46,6 +48,7 @@ ANCHORS = {
     "WebhookDeliveryLatencyHigh": "delivery-latency-high",
     "WebhookReplicasUnavailable": "replicas-unavailable",
     "WebhookScalingMetricAbsent": "scaling-metric-absent",
+    "WebhookApiErrorRatioHigh": "api-error-ratio-high",
 }
 # Values owned by someone else: the parent chart's globals (any key; Helm passes them down).
 OPEN_OBJECTS = {"global"}
@@ -67,6 +70,12 @@ WORKER_ENV = {
     "WEBHOOK_DEAD_LETTER_RETENTION", "WEBHOOK_IDEMPOTENCY_RETENTION",
 }
 OPTIONAL_ENV = {"WEBHOOK_CA_BUNDLE", *KEY_VARS}
+# The management API (`webhook-worker api`, api.enabled): what worker/src/config/api.rs reads.
+API_ENV = {
+    "DATABASE_URL", "WEBHOOK_DB_POOL_SIZE", "WEBHOOK_LOG_FORMAT", "RUST_LOG", "WEBHOOK_API_ADDR",
+    "WEBHOOK_METRICS_ADDR", "WEBHOOK_API_MAX_BODY_BYTES", "WEBHOOK_HTTPS_ONLY", "WEBHOOK_ALLOW_PRIVATE_CIDRS",
+}
+API_OPTIONAL_ENV = {"WEBHOOK_API_BOOTSTRAP_TOKEN", *KEY_VARS}
 
 problems = []
 
@@ -347,7 +356,7 @@ def check_pods(paths):
             count += 1
             check_mounts(f"{path} {where}", container, pod)
             env = {e["name"] for e in container.get("env", [])}
-            if where.startswith("Deployment/") and container.get("args") == ["run"]:
+            if where.startswith("Deployment/") and container.get("args") in (["run"], ["api"]):
                 check_key_ring(f"{path} {where}", container, pod)
             elif env & set(KEY_VARS):
                 problem(f"{path} {where}: sets {sorted(env & set(KEY_VARS))}, which only the worker reads")
@@ -358,10 +367,14 @@ def check_workload(paths):
     for path in paths:
         rendered = docs(path)
         kinds = {(d["kind"], d["metadata"]["name"]): d for d in rendered}
-        deployments = [d for d in rendered if d["kind"] == "Deployment"]
-        if len(deployments) != 1:
-            problem(f"{path}: expected one Deployment")
+        all_deployments = [d for d in rendered if d["kind"] == "Deployment"]
+        apis = [d for d in all_deployments if d["metadata"].get("labels", {}).get("app.kubernetes.io/component") == "api"]
+        deployments = [d for d in all_deployments if d not in apis]
+        if len(deployments) != 1 or len(apis) > 1:
+            problem(f"{path}: expected one worker Deployment and at most one API Deployment")
             continue
+        for api in apis:
+            check_api(path, api, deployments[0], rendered)
         pod = deployments[0]["spec"]["template"]["spec"]
         (container,) = pod["containers"]
         where = f"{path} Deployment"
@@ -411,9 +424,11 @@ def check_workload(paths):
             if all(labels.get(k) == v for k, v in selector.items()):
                 problem(f"{path}: the migration Job's pods match the Deployment's selector")
         scalers = [d for d in rendered if d["kind"] in ("HorizontalPodAutoscaler", "ScaledObject")]
+        api_names = {d["metadata"]["name"] for d in apis}
+        scalers = [d for d in scalers if d["spec"]["scaleTargetRef"]["name"] not in api_names]
         if len(scalers) > 1:
-            problem(f"{path}: both an HPA and a ScaledObject")
-        for hpa in (d for d in rendered if d["kind"] == "HorizontalPodAutoscaler"):
+            problem(f"{path}: both an HPA and a ScaledObject for the workers")
+        for hpa in (d for d in scalers if d["kind"] == "HorizontalPodAutoscaler"):
             metrics = hpa["spec"]["metrics"]
             names = {m.get(m["type"].lower(), {}).get("metric", {}).get("name") for m in metrics}
             if "webhook_queue_oldest_ready_age_seconds" not in names or not any(
@@ -425,6 +440,68 @@ def check_workload(paths):
         if scalers and "replicas" in deployments[0]["spec"]:
             problem(f"{path}: the Deployment sets replicas although an autoscaler owns them")
         print(f"workload: {path.rsplit('/', 1)[-1]}: {len(kinds)} objects checked")
+
+
+def check_api(path, api, worker, rendered):
+    """The API Deployment (api.enabled): `webhook-worker api` from the workers' image, Secret, key
+    ring and security context; probes on metrics; its own selector, Service, PDB and HPA."""
+    where = f"{path} API Deployment"
+    pod = api["spec"]["template"]["spec"]
+    (container,) = [c for c in pod["containers"] if c["name"] == "api"]
+    if container.get("args") != ["api"]:
+        problem(f"{where}: args are {container.get('args')}, expected ['api']")
+    (wcontainer,) = [c for c in worker["spec"]["template"]["spec"]["containers"] if c["name"] == "worker"]
+    if container["image"] != wcontainer["image"]:
+        problem(f"{where}: image {container['image']} is not the workers' {wcontainer['image']}")
+    ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+    if ports != {"http": 8071, "metrics": 9090}:
+        problem(f"{where}: ports {ports}, expected http: 8071 and metrics: 9090")
+    for probe, route in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        get = container.get(probe, {}).get("httpGet", {})
+        if get.get("path") != route or get.get("port") != "metrics":
+            problem(f"{where}: {probe} is not GET {route} on port metrics")
+    env = check_container(where, container, pod)
+    check_key_ring(where, container, pod)
+    if missing := API_ENV - env.keys():
+        problem(f"{where}: environment lacks {sorted(missing)}")
+    if extra := {n for n in env.keys() - API_ENV - API_OPTIONAL_ENV if not n.startswith("WEBHOOK_")} - WORKER_ENV:
+        problem(f"{where}: unexpected environment {sorted(extra)}")
+    if env.get("WEBHOOK_API_ADDR", {}).get("value") != "0.0.0.0:8071":
+        problem(f"{where}: WEBHOOK_API_ADDR is not 0.0.0.0:8071")
+    token = env.get("WEBHOOK_API_BOOTSTRAP_TOKEN")
+    if token is not None and "secretKeyRef" not in token.get("valueFrom", {}):
+        problem(f"{where}: WEBHOOK_API_BOOTSTRAP_TOKEN does not come from a Secret")
+    for name in ("DATABASE_URL", "WEBHOOK_HTTPS_ONLY", "WEBHOOK_ALLOW_PRIVATE_CIDRS"):
+        wenv = {e["name"]: e for e in wcontainer.get("env", [])}
+        if env.get(name) != wenv.get(name):
+            problem(f"{where}: {name} differs from the workers'")
+    selector = api["spec"]["selector"]["matchLabels"]
+    wselector = worker["spec"]["selector"]["matchLabels"]
+    labels = api["spec"]["template"]["metadata"]["labels"]
+    if all(labels.get(k) == v for k, v in wselector.items()) or not all(labels.get(k) == v for k, v in selector.items()):
+        problem(f"{where}: its pods match the workers' selector, or not their own")
+    name = api["metadata"]["name"]
+    by = {(d["kind"], d["metadata"]["name"]): d for d in rendered}
+    service = by.get(("Service", name))
+    if not service or service["spec"]["selector"] != selector or \
+            {p["name"]: p["targetPort"] for p in service["spec"]["ports"]} != {"http": "http", "metrics": "metrics"}:
+        problem(f"{path}: no Service {name} selecting the API pods with ports http and metrics")
+    pdb = by.get(("PodDisruptionBudget", name))
+    if pdb and pdb["spec"]["selector"]["matchLabels"] != selector:
+        problem(f"{path}: PodDisruptionBudget {name} does not select the API pods")
+    hpa = by.get(("HorizontalPodAutoscaler", name))
+    if hpa:
+        if hpa["spec"]["scaleTargetRef"]["name"] != name or not any(
+                m["type"] == "Resource" and m["resource"]["name"] == "cpu" for m in hpa["spec"]["metrics"]):
+            problem(f"{path}: the API HPA does not scale {name} on CPU")
+        if "replicas" in api["spec"]:
+            problem(f"{where}: sets replicas although an HPA owns them")
+    for policy in (d for d in rendered if d["kind"] == "NetworkPolicy"):
+        sel = policy["spec"]["podSelector"]
+        picks = all(labels.get(k) == v for k, v in sel.get("matchLabels", {}).items()) and all(
+            (labels.get(e["key"]) in e["values"]) == (e["operator"] == "In") for e in sel.get("matchExpressions", []))
+        if picks and policy["metadata"]["name"] != name:
+            problem(f"{path}: NetworkPolicy {policy['metadata']['name']} (the workers', with egress to receivers) applies to the API pods")
 
 
 def check_extensions(path, values_file, key):
