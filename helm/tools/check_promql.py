@@ -29,6 +29,8 @@ EXPORTED = {
     "webhook_claim_batch_size", "webhook_breaker_transitions_total", "webhook_breaker_open_endpoints",
     "webhook_database_errors_total", "webhook_workers_live", "webhook_build_info",
     "webhook_dispatcher_last_progress_timestamp_seconds",
+    # the management API's (`webhook-worker api`, api.enabled)
+    "webhook_api_requests_total", "webhook_api_request_duration_seconds",
 }
 # Series the worker does not export but some alerts read: Prometheus's own `up`, and
 # kube-state-metrics' (see prometheusRule.kubeStateMetrics). Accepted by name with or without
