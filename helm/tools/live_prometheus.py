@@ -9,10 +9,12 @@ usage: live_prometheus.py --target HOST:PORT [--target …] --rendered RENDERED.
                           [--adapter ADAPTER_VALUES.yaml] [--namespace webhooks]
                           [--job rel-webhook-delivery] [--prometheus /usr/bin/prometheus]
                           [--timeout 90] [--settle 5] [--exempt METRIC …]
+                          [--api-target HOST:PORT …] [--api-job rel-webhook-delivery-api]
 
 It writes a Prometheus configuration (scrape_interval 1s) with one static target per --target,
 labelled as the chart's ServiceMonitor labels a pod (job = the Service = --job, namespace, pod,
-instance), starts Debian's `prometheus` on 127.0.0.1:<free port> with a throwaway storage
+instance), and one per --api-target as the chart labels its management API pods (job = the API
+Service = --api-job, default <--job>-api), starts Debian's `prometheus` on 127.0.0.1:<free port> with a throwaway storage
 directory, waits until every target is up with a few samples, then queries the HTTP API:
 
   * every target of every dashboard panel (the dashboard of the rendered ConfigMap, else
@@ -30,7 +32,10 @@ Run it while the workers deliver: panels over rate() (the success ratio, for one
 nothing happened in the last seconds, which is what a blank panel would show an operator too.
 Each is reported non-empty (ok) or empty (FAIL). Signals that read only series the workers do not
 export — kube-state-metrics' replicas and HPA conditions (EXEMPT below, plus --exempt) — cannot be
-present here and are reported as skipped. The last line is 'N passed, N failed, N skipped'; the
+present here and are reported as skipped. So are those that read only the management API's series
+(API_SERIES below: the API's panels and WebhookApiErrorRatioHigh, with api.enabled) when no
+--api-target is given: the API is optional, and a Prometheus that scrapes no API has none. With an
+--api-target they are checked like the rest. The last line is 'N passed, N failed, N skipped'; the
 exit status is non-zero if anything failed or Prometheus could not be brought up.
 
 Prometheus is stopped on every exit (normal, error, SIGINT/SIGTERM), dies with this process
@@ -61,6 +66,13 @@ EXEMPT = {
     "kube_deployment_status_replicas_available": "kube-state-metrics",
     "kube_horizontalpodautoscaler_status_condition": "kube-state-metrics",
 }
+# The management API's series (`webhook-worker api`, the chart's api.enabled): checked only when an
+# --api-target is scraped.
+API_SERIES = {
+    f"{base}{suffix}"
+    for base in ("webhook_api_requests_total", "webhook_api_request_duration_seconds")
+    for suffix in ("", "_bucket", "_sum", "_count")
+}
 COMPARISONS = {">", "<", ">=", "<=", "==", "!="}
 SET_OPERATORS = {"and", "or", "unless"}
 
@@ -78,7 +90,7 @@ def die_with_parent():
 
 
 class Prometheus:
-    def __init__(self, binary, targets, namespace, job, deadline):
+    def __init__(self, binary, targets, namespace, job, deadline, api_targets=(), api_job=None):
         self.dir = tempfile.mkdtemp(prefix="live-prometheus-")
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -91,6 +103,11 @@ class Prometheus:
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
             "scrape_configs": [{"job_name": job, "static_configs": static}],
         }
+        if api_targets:
+            config["scrape_configs"].append({"job_name": api_job, "static_configs": [
+                {"targets": [t], "labels": {"namespace": namespace, "pod": f"{api_job}-{i}"}}
+                for i, t in enumerate(api_targets)
+            ]})
         with open(os.path.join(self.dir, "prometheus.yml"), "w") as fh:
             yaml.safe_dump(config, fh)
         self.log = open(os.path.join(self.dir, "prometheus.log"), "w+")
@@ -237,7 +254,10 @@ def main():
     ap.add_argument("--timeout", type=float, default=90, help="seconds for everything")
     ap.add_argument("--settle", type=float, default=5, help="seconds of scraping before the queries")
     ap.add_argument("--exempt", action="append", default=[], help="another metric that workers do not export")
+    ap.add_argument("--api-target", action="append", default=[], help="HOST:PORT of a management API's metrics endpoint")
+    ap.add_argument("--api-job", help="job label of the API targets: the chart's API Service (default <--job>-api)")
     args = ap.parse_args()
+    args.api_job = args.api_job or f"{args.job}-api"
     exempt = dict(EXEMPT, **{m: "--exempt" for m in args.exempt})
     deadline = time.time() + args.timeout
 
@@ -292,16 +312,23 @@ def main():
     try:
         if not os.access(args.prometheus, os.X_OK):
             sys.exit(f"no prometheus binary at {args.prometheus} (apt-get install prometheus)")
-        prometheus = Prometheus(args.prometheus, args.target, args.namespace, args.job, deadline)
+        prometheus = Prometheus(args.prometheus, args.target, args.namespace, args.job, deadline,
+                                args.api_target, args.api_job)
         print(f"prometheus on {prometheus.url}, scraping {', '.join(args.target)} every 1s as "
-              f"job={args.job} namespace={args.namespace}")
-        prometheus.wait_ready(args.target, samples=3)
+              f"job={args.job} namespace={args.namespace}"
+              + (f", and {', '.join(args.api_target)} as job={args.api_job}" if args.api_target else
+                 "; no management API (--api-target): its panels and alert are skipped"))
+        prometheus.wait_ready(args.target + args.api_target, samples=3)
         time.sleep(max(0.0, min(args.settle, deadline - time.time() - 5)))
         for where, expr, names in checks:
             needs = sorted(n for n in names if n in exempt)
             if needs and set(needs) == names:
                 skipped += 1
                 print(f"skip {where}: reads only {', '.join(f'{n} ({exempt[n]})' for n in needs)}")
+                continue
+            if not args.api_target and names and names <= API_SERIES:
+                skipped += 1
+                print(f"skip {where}: reads only the management API's series (api.enabled); no --api-target scraped")
                 continue
             result, error = prometheus.query(expr)
             flat = " ".join(expr.split())

@@ -6,8 +6,9 @@ counters and histograms growing on every scrape (so rate() has something to see)
 dispatcher's progress timestamp at the current time. It is not the worker: a renamed metric in the
 worker shows only when the live check runs against real workers (bash helm/check.sh --live …).
 
-usage: fake_worker.py PORT_FILE [--lifetime SECONDS]
+usage: fake_worker.py PORT_FILE [--lifetime SECONDS] [--metrics FILE]
   Binds a free port, writes it to PORT_FILE, serves until --lifetime (default 120 s) ends.
+  --metrics: another exposition beside this file (api-metrics.prom: a fake management API).
 """
 import argparse
 import http.server
@@ -17,12 +18,13 @@ import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
+# Label values may hold braces (the API's route templates: /api/v1/app/{app_id}/msg).
+LINE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(?:[^}"]|"(?:[^"\\]|\\.)*")*\})? (\S+)$')
 
 
-def load():
+def load(path=os.path.join(HERE, "worker-metrics.prom")):
     types, lines = {}, []
-    for line in open(os.path.join(HERE, "worker-metrics.prom")):
+    for line in open(path):
         line = line.rstrip("\n")
         if line.startswith("# TYPE "):
             _, _, name, kind = line.split()
@@ -84,7 +86,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("port_file")
     ap.add_argument("--lifetime", type=float, default=120)
+    ap.add_argument("--metrics", help="the exposition to serve (default: worker-metrics.prom)")
     args = ap.parse_args()
+    if args.metrics:
+        TYPES.clear(), LINES.clear()
+        types, lines = load(args.metrics)
+        TYPES.update(types), LINES.extend(lines)
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     with open(args.port_file + ".tmp", "w") as fh:
         fh.write(str(server.server_address[1]))
