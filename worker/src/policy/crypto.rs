@@ -29,6 +29,9 @@ pub enum Error {
     EmptyKeyRing,
     #[error("encryption key entry {0} is not of the form `key_id:base64key`")]
     MalformedEntry(usize),
+    /// A bare key, as `openssl rand -base64 32` prints it: the message shows the fix, never the key.
+    #[error("encryption key entry {0} has no key id: write it as `<id>:<key>`, e.g. `k1:` followed by this key")]
+    BareKey(usize),
     #[error("encryption key `{0}` is not valid base64")]
     KeyNotBase64(String),
     #[error("encryption key `{key_id}` is {len} bytes long; AES-256 needs exactly 32")]
@@ -77,7 +80,7 @@ impl KeyRing {
         let entries =
             text.split([',', '\n']).map(str::trim).filter(|entry| !entry.is_empty() && !entry.starts_with('#'));
         for (index, entry) in entries.enumerate() {
-            let (id, encoded) = entry.split_once(':').ok_or(Error::MalformedEntry(index + 1))?;
+            let (id, encoded) = entry.split_once(':').ok_or_else(|| missing_id(entry, index + 1))?;
             let id = id.trim();
             if id.is_empty() {
                 return Err(Error::MalformedEntry(index + 1));
@@ -159,6 +162,13 @@ impl KeyRing {
             .map(Zeroizing::new)
             .map_err(|_| Error::NotAuthentic(key.id.clone()))
     }
+}
+
+/// Why an entry without `:` is refused: a bare 32-byte key (the usual `openssl rand -base64 32`
+/// mistake) gets a message that says what to change; anything else is merely malformed.
+fn missing_id(entry: &str, n: usize) -> Error {
+    let decoded = Zeroizing::new(BASE64.decode(entry).unwrap_or_default());
+    if decoded.len() == KEY_BYTES { Error::BareKey(n) } else { Error::MalformedEntry(n) }
 }
 
 impl fmt::Debug for KeyRing {
@@ -252,6 +262,22 @@ mod tests {
             KeyRing::parse(&format!("{},{}", one.as_str(), one.as_str())).unwrap_err(),
             Error::DuplicateKeyId("k1".into())
         );
+    }
+
+    #[test]
+    fn a_bare_key_is_refused_with_the_fix_and_without_the_key() {
+        let one = KeyRing::generate("k1").1;
+        let key = one.split_once(':').unwrap().1;
+        let err = KeyRing::parse(&format!("{},{key}", one.as_str())).unwrap_err();
+        assert_eq!(err, Error::BareKey(2));
+        let message = err.to_string();
+        assert_eq!(
+            message,
+            "encryption key entry 2 has no key id: write it as `<id>:<key>`, e.g. `k1:` followed by this key"
+        );
+        assert!(!message.contains(key));
+        // Base64 of another length is not a key: the generic message stays.
+        assert_eq!(KeyRing::parse("c2hvcnQ=").unwrap_err(), Error::MalformedEntry(1));
     }
 
     #[test]
