@@ -43,16 +43,18 @@ pub fn pool(url: &SecretString, size: u32) -> Result<PgPool, Error> {
 }
 
 /// Waits until the database answers, retrying with backoff (up to 30 s between tries) and logging
-/// each failure, until `stop`.
+/// each failure, until `stop`. `failed` is called once per failed try: this module sits below
+/// `observe`, so the caller counts it (`webhook_database_errors_total{operation="connect"}`).
 ///
 /// # Errors
 /// [`Error::Stopped`] when `stop` fires first.
-pub async fn wait_until_reachable(pool: &PgPool, stop: &CancellationToken) -> Result<(), Error> {
+pub async fn wait_until_reachable(pool: &PgPool, stop: &CancellationToken, failed: impl Fn()) -> Result<(), Error> {
     let mut backoff = Duration::from_millis(200);
     loop {
         match sqlx::query(PING).execute(pool).await {
             Ok(_) => return Ok(()),
             Err(err) => {
+                failed();
                 tracing::warn!(error = %err, "PostgreSQL is not reachable yet; retrying in {backoff:?}");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}

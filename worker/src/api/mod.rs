@@ -112,7 +112,9 @@ pub async fn serve(settings: ApiSettings, shutdown: impl Future<Output = ()> + S
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;
         let health = Arc::new(Health::default());
         tokio::spawn(watch_database(pool.clone(), Arc::clone(&health)));
-        let app = server::router(metrics::install(), health, READY_WINDOW);
+        // The API has no dispatcher to stall: it is alive while it serves.
+        let probes = server::Probes { ready_window: READY_WINDOW, stall_timeout: None };
+        let app = server::router(metrics::install(), health, probes);
         tokio::spawn(async move { axum::serve(listener, app).await });
     }
     metrics::install();

@@ -22,6 +22,7 @@
 //! | `WEBHOOK_MAX_PAYLOAD_BYTES` | larger payloads become dead letters | 1048576 |
 //! | `WEBHOOK_MAX_RESPONSE_BYTES` | response body bytes read at most | 65536 |
 //! | `WEBHOOK_DRAIN_DEADLINE` | on SIGTERM, how long in-flight deliveries may finish | 20s |
+//! | `WEBHOOK_STALL_TIMEOUT` | `/healthz` fails when the dispatcher stalls this long while the database answers | 120s |
 //! | `WEBHOOK_METRICS_ADDR` | `/metrics`, `/healthz`, `/readyz` listen address | 0.0.0.0:9090 |
 //! | `WEBHOOK_DB_POOL_SIZE` | database connections per worker | 10 |
 //! | `WEBHOOK_RATE_LIMIT_PER_SECOND` | default per-endpoint rate across the fleet (0: none) | 0 |
@@ -86,6 +87,16 @@ pub enum Error {
     CooldownOrder { cooldown: Duration, max: Duration },
     #[error("the lease ({lease:?}) must be longer than the HTTP timeout ({timeout:?}) plus 5 s")]
     LeaseTooShort { lease: Duration, timeout: Duration },
+    #[error(
+        "WEBHOOK_STALL_TIMEOUT ({stall:?}) must be longer than WEBHOOK_HTTP_TIMEOUT ({timeout:?}): a dispatcher \
+         whose every slot holds an attempt waits that long"
+    )]
+    StallBelowHttpTimeout { stall: Duration, timeout: Duration },
+    #[error(
+        "WEBHOOK_STALL_TIMEOUT ({stall:?}) must be longer than the dispatcher's longest wait ({wait:?}: the poll \
+         interval plus 20 % jitter, or the back-off after a database error)"
+    )]
+    StallBelowIdle { stall: Duration, wait: Duration },
     #[error(
         "WEBHOOK_API_BOOTSTRAP_TOKEN must be at least {min} characters (make one with `webhook-worker tokens create`)"
     )]
@@ -183,6 +194,10 @@ pub struct WorkerArgs {
     /// On SIGTERM, how long in-flight deliveries may finish before they are handed back.
     #[arg(long, env = "WEBHOOK_DRAIN_DEADLINE", default_value = "20s", value_parser = humantime::parse_duration)]
     pub drain_deadline: Duration,
+    /// `/healthz` fails (and the kubelet restarts the pod) when the dispatcher has made no progress
+    /// for this long while the database answers; longer than WEBHOOK_HTTP_TIMEOUT.
+    #[arg(long, env = "WEBHOOK_STALL_TIMEOUT", default_value = "120s", value_parser = humantime::parse_duration)]
+    pub stall_timeout: Duration,
     /// CIDRs exempt from the SSRF guard (e.g. 127.0.0.0/8 for a local receiver).
     #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE_CIDRS", value_delimiter = ',')]
     pub allow_private_cidrs: Vec<IpNet>,

@@ -23,6 +23,10 @@ const ENDPOINT_CACHE_TTL: Duration = Duration::from_secs(2);
 const BREAKER_MIN_REQUESTS: u32 = 20;
 /// Jitter of the retry schedule, as a fraction of each wait.
 const RETRY_JITTER: f64 = 0.2;
+/// Longest back-off of the dispatcher between failing claims.
+const DISPATCH_ERROR_BACKOFF_MAX: Duration = Duration::from_secs(10);
+/// The dispatcher's idle poll waits up to this factor of the poll interval (±20 % jitter).
+const POLL_JITTER_MAX: f64 = 1.2;
 
 /// Everything a worker process runs with.
 #[derive(Debug, Clone)]
@@ -62,6 +66,8 @@ pub struct DispatchSettings {
     pub max_payload_bytes: usize,
     /// How long endpoint rows are cached.
     pub endpoint_cache_ttl: Duration,
+    /// Longest back-off between failing claims.
+    pub error_backoff_max: Duration,
 }
 
 /// One attempt: the HTTP client and the retry policy.
@@ -135,6 +141,9 @@ pub struct ServerSettings {
     pub metrics_addr: Option<SocketAddr>,
     /// `/readyz` fails when the dispatcher or the database showed no progress for this long.
     pub ready_window: Duration,
+    /// `/healthz` fails when the dispatcher made no progress for this long while the database
+    /// answers (longer than the HTTP timeout and any wait of the dispatcher's own).
+    pub stall_timeout: Duration,
 }
 
 impl Settings {
@@ -159,6 +168,7 @@ impl Settings {
                 lease_duration: w.lease_duration,
                 max_payload_bytes: w.max_payload_bytes,
                 endpoint_cache_ttl: ENDPOINT_CACHE_TTL,
+                error_backoff_max: DISPATCH_ERROR_BACKOFF_MAX,
             },
             attempt: AttemptSettings { retry, max_payload_bytes: w.max_payload_bytes, client: client(w)? },
             completion: CompletionSettings { worker_id: worker_id.clone(), capacity: w.concurrency * 2 },
@@ -179,6 +189,7 @@ impl Settings {
             server: ServerSettings {
                 metrics_addr: args.metrics_addr,
                 ready_window: (w.poll_interval * 3).max(Duration::from_secs(10)),
+                stall_timeout: w.stall_timeout,
             },
             drain_deadline: w.drain_deadline,
             key_ring: Arc::new(args.keys.key_ring()?),
@@ -209,6 +220,20 @@ fn check_limits(args: &RunArgs) -> Result<(), Error> {
     }
     if w.lease_duration < w.http_timeout + Duration::from_secs(5) {
         return Err(Error::LeaseTooShort { lease: w.lease_duration, timeout: w.http_timeout });
+    }
+    check_stall_timeout(w)
+}
+
+/// The dispatcher waits, without being stalled, for a slot (up to an attempt's HTTP timeout), on
+/// an idle poll or after a failing claim: a stall timeout within those waits would restart
+/// healthy pods.
+fn check_stall_timeout(w: &WorkerArgs) -> Result<(), Error> {
+    if w.stall_timeout <= w.http_timeout {
+        return Err(Error::StallBelowHttpTimeout { stall: w.stall_timeout, timeout: w.http_timeout });
+    }
+    let wait = w.poll_interval.mul_f64(POLL_JITTER_MAX).max(DISPATCH_ERROR_BACKOFF_MAX);
+    if w.stall_timeout <= wait {
+        return Err(Error::StallBelowIdle { stall: w.stall_timeout, wait });
     }
     Ok(())
 }
@@ -271,6 +296,28 @@ mod tests {
         assert_eq!(settings.attempt.retry.max_attempts(), 8);
         assert_eq!(settings.maintenance.max_attempts, 8);
         assert_eq!(settings.server.metrics_addr, Some("0.0.0.0:9090".parse().unwrap()));
+        assert_eq!(settings.server.stall_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn a_stall_timeout_within_the_dispatchers_own_waits_is_refused() {
+        let mut http = args();
+        http.worker.stall_timeout = http.worker.http_timeout;
+        let err = Settings::from_args(&http).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "WEBHOOK_STALL_TIMEOUT (30s) must be longer than WEBHOOK_HTTP_TIMEOUT (30s): a dispatcher whose every \
+             slot holds an attempt waits that long"
+        );
+        let mut poll = args();
+        poll.worker.poll_interval = Duration::from_secs(100);
+        assert!(matches!(Settings::from_args(&poll).unwrap_err(), Error::StallBelowIdle { .. }));
+        let mut backoff = args();
+        backoff.worker.http_timeout = Duration::from_secs(2);
+        backoff.worker.stall_timeout = Duration::from_secs(10);
+        assert!(matches!(Settings::from_args(&backoff).unwrap_err(), Error::StallBelowIdle { .. }));
+        backoff.worker.stall_timeout = Duration::from_secs(11);
+        assert!(Settings::from_args(&backoff).is_ok());
     }
 
     #[test]

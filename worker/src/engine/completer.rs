@@ -100,7 +100,11 @@ async fn write_loop(writer: Writer, rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Pe
 async fn write(writer: &Writer, batch: &[Completion]) {
     let mut backoff = RETRY_MIN;
     loop {
-        match queue::complete_batch(&writer.pool, &writer.worker_id, batch).await {
+        let written = {
+            let _call = writer.health.db_call();
+            queue::complete_batch(&writer.pool, &writer.worker_id, batch).await
+        };
+        match written {
             Ok(done) => {
                 writer.health.database_ok();
                 let reopened = done.reopened.unwrap_or_default();
@@ -126,7 +130,7 @@ async fn write(writer: &Writer, batch: &[Completion]) {
                 return;
             }
             Err(err) => {
-                crate::observe::metrics::database_error("complete");
+                writer.health.database_error("complete");
                 tracing::warn!(error = %err, size = batch.len(), "Writing completions failed; retrying in {backoff:?}");
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(RETRY_MAX);
@@ -138,8 +142,12 @@ async fn write(writer: &Writer, batch: &[Completion]) {
 /// Moves reopened endpoints' backlog behind their cool-down. Failing here only costs deferrals:
 /// the claim skips an open endpoint's deliveries anyway, so it is logged, not retried.
 async fn defer_backlog(writer: &Writer, endpoints: &[uuid::Uuid]) {
-    if let Err(err) = queue::defer_reopened_backlog(&writer.pool, endpoints).await {
-        crate::observe::metrics::database_error("complete");
+    let deferred = {
+        let _call = writer.health.db_call();
+        queue::defer_reopened_backlog(&writer.pool, endpoints).await
+    };
+    if let Err(err) = deferred {
+        writer.health.database_error("complete");
         tracing::warn!(error = %err, "Moving the backlog of reopened circuits failed; the claim skips them meanwhile");
     }
 }

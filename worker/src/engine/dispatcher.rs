@@ -19,8 +19,6 @@ use crate::engine::shutdown::Shutdown;
 use crate::observe::health::Health;
 use crate::policy::states::DeliveryOutcome;
 
-const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(10);
-
 /// Why a claim round failed (logged and counted where it happened; the loop backs off).
 #[derive(Debug, thiserror::Error)]
 enum ClaimError {
@@ -68,14 +66,14 @@ pub async fn run(settings: DispatchSettings, parts: Parts, shutdown: Shutdown) {
             Err(_logged) => {
                 drop(first);
                 idle(backoff, &shutdown, std::future::pending()).await;
-                backoff = (backoff * 2).min(ERROR_BACKOFF_MAX);
+                backoff = (backoff * 2).min(settings.error_backoff_max);
                 continue;
             }
         };
         let claimed = batch.len();
         if claimed == 0 {
             drop(first);
-            idle(idle_time(&parts.pool, settings.poll_interval).await, &shutdown, notified).await;
+            idle(idle_time(&parts, settings.poll_interval).await, &shutdown, notified).await;
             continue;
         }
         start_attempts(&parts, &slots, &tracker, first, batch, &shutdown);
@@ -100,8 +98,12 @@ async fn claim(
         max_payload_bytes: settings.max_payload_bytes,
     };
     let now = tokio::time::Instant::now();
-    let batch = queue::claim_resuming(&parts.pool, &spec, position, now).await.map_err(|err| {
-        crate::observe::metrics::database_error("claim");
+    let claimed = {
+        let _call = parts.health.db_call();
+        queue::claim_resuming(&parts.pool, &spec, position, now).await
+    };
+    let batch = claimed.map_err(|err| {
+        parts.health.database_error("claim");
         tracing::warn!(error = %err, "Claiming deliveries failed");
         ClaimError::Claim(err)
     })?;
@@ -113,7 +115,11 @@ async fn claim(
     let mut ids: Vec<_> = batch.iter().map(|d| d.endpoint_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    match parts.endpoints.get_many(&ids).await {
+    let loaded = {
+        let _call = parts.health.db_call();
+        parts.endpoints.get_many(&ids).await
+    };
+    match loaded {
         Ok(endpoints) => Ok(batch
             .into_iter()
             .map(|d| {
@@ -122,7 +128,7 @@ async fn claim(
             })
             .collect()),
         Err(err) => {
-            crate::observe::metrics::database_error("endpoints");
+            parts.health.database_error("endpoints");
             tracing::warn!(error = %err, "Loading endpoints failed; handing the claimed deliveries back");
             for delivery in &batch {
                 parts.completer.send(Completion::release(delivery, Duration::ZERO, DeliveryOutcome::Deferred)).await;
@@ -180,15 +186,20 @@ async fn idle(wait: Duration, shutdown: &Shutdown, woken: impl std::future::Futu
 
 /// How long to idle with nothing claimable: until the next scheduled delivery is due (retries,
 /// deferrals), but no longer than a jittered poll interval. Inserts wake the dispatcher earlier.
-async fn idle_time(pool: &PgPool, poll: Duration) -> Duration {
+async fn idle_time(parts: &Parts, poll: Duration) -> Duration {
     let poll = jittered(poll);
-    match queue::next_due(pool).await {
+    let next = {
+        let _call = parts.health.db_call();
+        queue::next_due(&parts.pool).await
+    };
+    match next {
         Ok(Some(due)) => (due - chrono::Utc::now()).to_std().unwrap_or_default().clamp(Duration::from_millis(5), poll),
         Ok(None) | Err(_) => poll,
     }
 }
 
-/// `base` ± 20 %, so that idle workers do not poll in lockstep.
+/// `base` ± 20 %, so that idle workers do not poll in lockstep (`config` keeps the stall timeout
+/// above the longest of these waits).
 fn jittered(base: Duration) -> Duration {
     base.mul_f64(rand::random_range(0.8..=1.2))
 }

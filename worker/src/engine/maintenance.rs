@@ -47,14 +47,14 @@ pub async fn run(
             () = stop.cancelled() => break,
         }
         if let Err(err) = heartbeat(&pool, &settings.worker_id).await {
-            crate::observe::metrics::database_error("heartbeat");
+            health.database_error("heartbeat");
             tracing::warn!(error = %err, "Heartbeat failed");
             continue;
         }
         health.database_ok();
-        leader = lead(leader, &settings, &mut pacing).await;
+        leader = lead(leader, &settings, &mut pacing, &health).await;
         if let Err(err) = publish_stats(&pool, &live_workers).await {
-            crate::observe::metrics::database_error("stats");
+            health.database_error("stats");
             tracing::warn!(error = %err, "Reading queue statistics failed");
         }
     }
@@ -75,6 +75,7 @@ async fn lead(
     connection: Option<PgConnection>,
     settings: &MaintenanceSettings,
     pacing: &mut StatsPacing,
+    health: &Health,
 ) -> Option<PgConnection> {
     let mut connection = match connection {
         Some(connection) => connection,
@@ -93,7 +94,7 @@ async fn lead(
     match maintain(&mut connection, settings, pacing).await {
         Ok(()) => Some(connection),
         Err(err) => {
-            crate::observe::metrics::database_error("maintenance");
+            health.database_error("maintenance");
             tracing::warn!(error = %err, "Maintenance failed; giving up the leadership");
             None
         }

@@ -47,7 +47,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> anyh
     let deliverer = deliver::Deliverer::new(settings.attempt.client.clone(), Arc::new(resolve::SystemLookup))?;
     tokio::pin!(shutdown);
     tokio::select! {
-        waited = db::wait_until_reachable(&pool, &stop.stop_claiming) => waited?,
+        waited = db::wait_until_reachable(&pool, &stop.stop_claiming, || health.database_error("connect")) => waited?,
         () = &mut shutdown => return Ok(()),
     }
     tracing::info!(worker.id = %settings.worker_id, concurrency = settings.dispatch.concurrency, "Worker started");
@@ -123,7 +123,8 @@ async fn serve_metrics(server: ServerSettings, health: Arc<Health>, stop: &Shutd
     let Some(addr) = server.metrics_addr else { return Ok(()) };
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the metrics listener on {addr}"))?;
-    let app = server::router(metrics::install(), health, server.ready_window);
+    let probes = server::Probes { ready_window: server.ready_window, stall_timeout: Some(server.stall_timeout) };
+    let app = server::router(metrics::install(), health, probes);
     let stopped = stop.abort_in_flight.clone();
     tokio::spawn(async move {
         let served = axum::serve(listener, app).with_graceful_shutdown(stopped.cancelled_owned()).await;

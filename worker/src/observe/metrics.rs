@@ -44,7 +44,7 @@ fn register_zeroes() {
     for to in CircuitState::ALL {
         counter!("webhook_breaker_transitions_total", "to" => to.as_str()).increment(0);
     }
-    for operation in ["claim", "complete", "endpoints", "heartbeat", "stats", "maintenance"] {
+    for operation in ["connect", "claim", "complete", "endpoints", "heartbeat", "stats", "maintenance"] {
         counter!("webhook_database_errors_total", "operation" => operation).increment(0);
     }
     for state in ["ready", "scheduled", "running", "paused"] {
@@ -127,7 +127,8 @@ pub fn api_request(route: &str, status: u16, elapsed: Duration) {
     histogram!("webhook_api_request_duration_seconds", "route" => route.to_owned()).record(elapsed.as_secs_f64());
 }
 
-/// Counts a database error of `operation` (`claim`, `complete`, `endpoints`, `maintenance`…).
+/// Counts a database error of `operation` (`connect`, `claim`, `complete`, `endpoints`,
+/// `maintenance`…). The worker reports its errors through `Health::database_error`, which calls this.
 pub fn database_error(operation: &'static str) {
     counter!("webhook_database_errors_total", "operation" => operation).increment(1);
 }
