@@ -61,7 +61,7 @@ KEY_VARS = ("WEBHOOK_ENCRYPTION_KEYS", "WEBHOOK_ENCRYPTION_KEYS_FILE")
 WORKER_ENV = {
     "DATABASE_URL", "WEBHOOK_HTTPS_ONLY", "WEBHOOK_ALLOW_PRIVATE_CIDRS",
     "WEBHOOK_WORKER_ID", "WEBHOOK_CONCURRENCY", "WEBHOOK_BATCH_SIZE", "WEBHOOK_POLL_INTERVAL",
-    "WEBHOOK_LEASE_DURATION", "WEBHOOK_HTTP_TIMEOUT", "WEBHOOK_CONNECT_TIMEOUT", "WEBHOOK_RETRY_SCHEDULE",
+    "WEBHOOK_LEASE_DURATION", "WEBHOOK_HTTP_TIMEOUT", "WEBHOOK_STALL_TIMEOUT", "WEBHOOK_CONNECT_TIMEOUT", "WEBHOOK_RETRY_SCHEDULE",
     "WEBHOOK_RETRY_AFTER_MAX", "WEBHOOK_MAX_PAYLOAD_BYTES", "WEBHOOK_MAX_RESPONSE_BYTES", "WEBHOOK_DRAIN_DEADLINE",
     "WEBHOOK_METRICS_ADDR", "WEBHOOK_DB_POOL_SIZE", "WEBHOOK_LOG_FORMAT", "RUST_LOG",
     "WEBHOOK_RATE_LIMIT_PER_SECOND", "WEBHOOK_RATE_LIMIT_BURST", "WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT",
@@ -402,6 +402,12 @@ def check_workload(paths):
         drain = duration_seconds(env.get("WEBHOOK_DRAIN_DEADLINE", {}).get("value", "0s"))
         if not drain < pod.get("terminationGracePeriodSeconds", 30):
             problem(f"{where}: drain deadline {drain}s is not below terminationGracePeriodSeconds")
+        # The worker refuses a stall timeout within its own waits (an attempt's HTTP timeout, the
+        # 10-s back-off after a failing claim): such a pod would never start.
+        value = lambda name: duration_seconds(env.get(name, {}).get("value", "0s"))
+        stall, http = value("WEBHOOK_STALL_TIMEOUT"), value("WEBHOOK_HTTP_TIMEOUT")
+        if not stall > max(http, 10, 1.2 * value("WEBHOOK_POLL_INTERVAL")):
+            problem(f"{where}: stall timeout {stall}s is not above the HTTP timeout ({http}s), 10 s and the poll interval")
         anti = pod.get("affinity", {}).get("podAntiAffinity", {}).get("preferredDuringSchedulingIgnoredDuringExecution", [])
         if not any(t["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname" for t in anti):
             problem(f"{where}: no preferred pod anti-affinity by hostname")
