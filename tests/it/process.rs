@@ -160,6 +160,11 @@ async fn operator_commands_fail_clearly_on_bad_input() {
         ),
         (&["enqueue", "--event-type", "a", "--payload", "{not json"], 1, "error: --payload is not valid JSON"),
         (&["run", "--http-timeout", "soon"], 2, "invalid value 'soon' for '--http-timeout <HTTP_TIMEOUT>'"),
+        (
+            &["run", "--stall-timeout", "30s"],
+            1,
+            "error: WEBHOOK_STALL_TIMEOUT (30s) must be longer than WEBHOOK_HTTP_TIMEOUT (30s)",
+        ),
         (&["frobnicate"], 2, "unrecognized subcommand 'frobnicate'"),
     ];
     for (args, expected_code, expected) in cases {
@@ -177,6 +182,12 @@ async fn operator_commands_fail_clearly_on_bad_input() {
     let (code, _, err) = run(binary(&db).env("WEBHOOK_ENCRYPTION_KEYS", "k1:c2hvcnQ=").args(["run"]));
     assert_eq!(code, 1);
     assert!(err.contains("encryption key `k1` is 5 bytes long; AES-256 needs exactly 32"), "{err}");
+    // A bare key, as `openssl rand -base64 32` prints it: the fix is named, the key never shown.
+    let bare = webhook_worker::policy::crypto::KeyRing::generate("k1").1.split_once(':').unwrap().1.to_owned();
+    let (code, _, err) = run(binary(&db).env("WEBHOOK_ENCRYPTION_KEYS", &bare).args(["run"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("entry 1 has no key id: write it as `<id>:<key>`, e.g. `k1:` followed by this key"), "{err}");
+    assert_no_secret(&err, &[&bare]);
     wait_until(&db.pool, "SELECT count(*) = 0 FROM webhook.endpoints", Duration::from_secs(1)).await;
 }
 
