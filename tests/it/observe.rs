@@ -1,9 +1,16 @@
-//! What an SRE sees: `/metrics` counts match reality, every dashboard and alert expression names
-//! a metric the worker really exports, and `/readyz` follows the database.
+//! What an SRE sees: `/metrics` counts match reality, every dashboard panel and alert expression
+//! returns data from a real Prometheus scraping real workers, `/readyz` follows the database and
+//! `/healthz` fails only for a dispatcher stalled while the database answers.
 
 use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+use webhook_worker::observe::health::Health;
+use webhook_worker::observe::metrics;
+use webhook_worker::observe::server::{Probes, router};
 use webhook_worker::testkit::pgcluster::Cluster;
 use webhook_worker::testkit::receiver::{Answer, Receiver};
 
@@ -35,14 +42,15 @@ async fn wait_for_status(port: u16, path: &str, status: u16, limit: Duration) ->
     }
 }
 
-fn sample(metrics: &str, series: &str) -> f64 {
+fn value(metrics: &str, series: &str) -> Option<f64> {
     metrics
         .lines()
         .find_map(|line| line.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("{series} is not exported:\n{metrics}"))
-        .trim()
-        .parse()
-        .unwrap()
+        .map(|text| text.trim().parse().unwrap())
+}
+
+fn sample(metrics: &str, series: &str) -> f64 {
+    value(metrics, series).unwrap_or_else(|| panic!("{series} is not exported:\n{metrics}"))
 }
 
 fn spawn_worker(db: &TestDb, port: u16, extra: &[(&str, &str)]) -> Child {
@@ -67,9 +75,9 @@ async fn metrics_match_what_happened_and_feed_the_dashboard_and_alerts() {
     insert_deliveries(&db.pool, ok, 40).await;
     insert_deliveries(&db.pool, gone, 1).await;
     insert_deliveries(&db.pool, failing, 3).await;
+    let env = [("WEBHOOK_RETRY_SCHEDULE", "0s"), ("WEBHOOK_BREAKER_FAILURE_THRESHOLD", "100")];
     let port = free_port();
-    let worker =
-        spawn_worker(&db, port, &[("WEBHOOK_RETRY_SCHEDULE", "0s"), ("WEBHOOK_BREAKER_FAILURE_THRESHOLD", "100")]);
+    let worker = spawn_worker(&db, port, &env);
     assert!(receiver.wait_for(40 + 1 + 6, Duration::from_secs(30)).await);
     wait_until(&db.pool, "SELECT count(*) = 0 FROM webhook.deliveries", Duration::from_secs(30)).await;
     // The leader publishes queue statistics every 2 s; wait for a round that saw the empty queue.
@@ -81,7 +89,30 @@ async fn metrics_match_what_happened_and_feed_the_dashboard_and_alerts() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    assert_counts(&metrics, ok);
+
+    // A second worker, and deliveries flowing to both for as long as the check runs: rate()
+    // panels are empty without traffic in their window, as an operator's would be.
+    let second_port = free_port();
+    let second = spawn_worker(&db, second_port, &env);
+    let traffic = CancellationToken::new();
+    let producer = tokio::spawn(keep_delivering(db.pool.clone(), ok, traffic.clone()));
+    for port in [port, second_port] {
+        wait_for_delivered(port).await;
+    }
+    let scrape = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(scrape.path(), &metrics).unwrap();
+    let targets = format!("127.0.0.1:{port},127.0.0.1:{second_port}");
+    let (success, text) = check_chart(scrape.path(), &targets).await;
+    traffic.cancel();
+    producer.await.unwrap();
     stop(worker);
+    stop(second);
+    assert!(success, "helm/check.sh failed:\n{text}");
+    assert_check_passed(&text, port, second_port);
+}
+
+fn assert_counts(metrics: &str, ok: Uuid) {
     for (series, expected) in [
         ("webhook_deliveries_total{outcome=\"delivered\"}", 40.0),
         ("webhook_deliveries_total{outcome=\"failed\"}", 1.0),
@@ -102,37 +133,130 @@ async fn metrics_match_what_happened_and_feed_the_dashboard_and_alerts() {
         ("webhook_breaker_open_endpoints", 0.0),
         ("webhook_breaker_transitions_total{to=\"open\"}", 0.0),
         ("webhook_database_errors_total{operation=\"claim\"}", 0.0),
+        ("webhook_database_errors_total{operation=\"connect\"}", 0.0),
     ] {
-        assert_eq!(sample(&metrics, series), expected, "{series}");
+        assert_eq!(sample(metrics, series), expected, "{series}");
     }
-    assert!(sample(&metrics, "webhook_claim_batch_size_count") >= 1.0);
-    assert!(sample(&metrics, "webhook_dispatcher_last_progress_timestamp_seconds") > 1.7e9);
+    assert!(sample(metrics, "webhook_claim_batch_size_count") >= 1.0);
+    assert!(sample(metrics, "webhook_dispatcher_last_progress_timestamp_seconds") > 1.7e9);
     assert!(metrics.contains("webhook_build_info{version=\""), "{metrics}");
     assert!(!metrics.contains(&ok.to_string()) && !metrics.contains("127.0.0.1"), "no endpoint id or URL in labels");
+}
 
-    // Every PromQL expression of the chart's alerts and dashboard parses and names only metrics
-    // in this scrape (helm/check.sh also lints, renders and validates the chart).
-    let scrape = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(scrape.path(), &metrics).unwrap();
+/// Inserts a few deliveries every 250 ms until `stop` (or ten minutes, whichever comes first).
+async fn keep_delivering(pool: sqlx::PgPool, endpoint: Uuid, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    for _ in 0..2400 {
+        tokio::select! {
+            _ = tick.tick() => insert_deliveries(&pool, endpoint, 5).await,
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Polls a worker's `/metrics` until it has delivered something (its latency histogram exists).
+async fn wait_for_delivered(port: u16) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = wait_for_status(port, "/metrics", 200, Duration::from_secs(10)).await;
+        if value(&metrics, "webhook_delivery_latency_seconds_count").is_some_and(|n| n > 0.0) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the worker on port {port} delivered nothing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `helm/check.sh` (lint, render, validate, PromQL names from `scrape`, promtool tests, and every
+/// dashboard and alert query against a Prometheus scraping `targets`), bounded by `timeout`, with
+/// its outputs in a directory of its own so that concurrent runs do not share them.
+async fn check_chart(scrape: &std::path::Path, targets: &str) -> (bool, String) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let output = tokio::task::spawn_blocking(move || {
-        std::process::Command::new("bash")
-            .arg("helm/check.sh")
-            .arg("--metrics-file")
-            .arg(scrape.path())
-            .current_dir(root)
-            .output()
-    })
-    .await
-    .unwrap()
-    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let mut command = std::process::Command::new("timeout");
+    command.args(["600", "bash", "helm/check.sh", "--metrics-file"]).arg(scrape).args(["--live", targets]);
+    command.env("OUT", out.path()).current_dir(root);
+    let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
+    drop(out);
     let text = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(output.status.success(), "helm/check.sh failed:\n{text}");
-    assert!(text.contains("promql: 27 passed, 0 failed"), "{text}");
+    (output.status.success(), text)
+}
+
+fn assert_check_passed(text: &str, port: u16, second_port: u16) {
+    let scraping = format!("scraping the given workers: 127.0.0.1:{port} 127.0.0.1:{second_port}");
+    assert!(text.contains(&scraping), "the live check did not scrape the workers:\n{text}");
+    assert!(text.contains("ok: every dashboard query and alert signal returns data from a live Prometheus"), "{text}");
+    assert!(text.contains("ok: every PromQL expression parses and names only exported metrics (names from"), "{text}");
+    // The live tool's own summary: something was queried, nothing came back empty.
+    let live = text.lines().find(|line| line.contains(" failed, ") && line.ends_with(" skipped")).unwrap_or("");
+    let queried: u32 = live.split(' ').next().and_then(|n| n.parse().ok()).unwrap_or(0);
+    assert!(queried > 0 && live.contains(" 0 failed,"), "live Prometheus: {live:?}\n{text}");
+    // check.sh's summary is its last line.
+    let last = text.lines().rev().find(|line| !line.trim().is_empty()).unwrap_or("");
+    let (passed, rest) = last.split_once(" passed, ").unwrap_or(("", ""));
+    assert!(passed.parse::<u32>().is_ok_and(|n| n > 0) && rest == "0 failed", "last line {last:?}:\n{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn readyz_follows_the_database_and_the_worker_recovers_without_a_restart() {
+async fn healthz_fails_only_when_the_dispatcher_stalls_while_the_database_answers() {
+    const STALL: Duration = Duration::from_secs(2);
+    let health = Arc::new(Health::default());
+    let probes = Probes { ready_window: Duration::from_secs(10), stall_timeout: Some(STALL) };
+    let app = router(metrics::install(), Arc::clone(&health), probes);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let status = |port| async move { get(port, "/healthz").await.map(|(status, _)| status) };
+
+    assert_eq!(get(port, "/healthz").await, Some((200, "ok\n".into())), "waiting at start is not a stall");
+    health.progress();
+    let body = wait_for_status(port, "/healthz", 503, Duration::from_secs(10)).await;
+    let reason = body.strip_prefix("not alive: the dispatcher has made no progress for ");
+    assert!(reason.is_some_and(|r| r.ends_with(" ms while the database answers\n")), "{body}");
+    let call = health.db_call();
+    assert_eq!(status(port).await, Some(200), "a statement waiting on the database (a lock) is not the pod's stall");
+    drop(call);
+    assert_eq!(status(port).await, Some(503));
+    health.database_error("claim");
+    assert_eq!(status(port).await, Some(200), "an outage must not restart the pod");
+    wait_for_status(port, "/healthz", 503, Duration::from_secs(10)).await;
+    health.progress();
+    assert_eq!(status(port).await, Some(200));
+    server.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_connections_at_start_are_counted_and_leave_the_worker_alive() {
+    let db = TestDb::new().await;
+    let url = format!("postgres://nobody@127.0.0.1:{}/none", free_port());
+    let port = free_port();
+    let worker = spawn_worker(&db, port, &[("DATABASE_URL", url.as_str())]);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let metrics = wait_for_status(port, "/metrics", 200, Duration::from_secs(10)).await;
+        if value(&metrics, "webhook_database_errors_total{operation=\"connect\"}").is_some_and(|n| n >= 2.0) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "connect errors were not counted:\n{metrics}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(get(port, "/readyz").await.map(|(s, _)| s), Some(503));
+    assert_eq!(get(port, "/healthz").await.map(|(s, _)| s), Some(200), "waiting for the database is not a stall");
+    stop(worker);
+}
+
+/// What the outage test's worker runs with: two slots, so that two slow deliveries fill them, and
+/// a stall timeout the test can wait out (above the HTTP timeout and the 10-s claim back-off).
+const OUTAGE_WORKER: &[(&str, &str)] = &[
+    ("WEBHOOK_POLL_INTERVAL", "500ms"),
+    ("WEBHOOK_CONCURRENCY", "2"),
+    ("WEBHOOK_HTTP_TIMEOUT", "8s"),
+    ("WEBHOOK_STALL_TIMEOUT", "12s"),
+];
+const OUTAGE_STALL: Duration = Duration::from_secs(12);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_outage_under_load_leaves_the_worker_alive_and_it_recovers_without_a_restart() {
     // This test stops and starts Postgres: it gets a cluster of its own.
     let mut cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap().unwrap();
     let url = cluster.url("postgres");
@@ -142,10 +266,15 @@ async fn readyz_follows_the_database_and_the_worker_recovers_without_a_restart()
     let receiver = Receiver::start(None).await.unwrap();
     let (id, secret) = endpoint(&pool, &receiver.url("/r")).await;
     receiver.expect_secrets("/r", vec![secret]);
+    // Answers that outlast the start of the outage: both slots then hold results the writer cannot
+    // commit, and the dispatcher stalls (waiting for a slot) for as long as Postgres is down.
+    receiver.answer("/r", Answer { delay: Duration::from_secs(5), ..Answer::default() });
     let port = free_port();
-    let worker = spawn_worker(&db, port, &[("WEBHOOK_POLL_INTERVAL", "500ms")]);
+    let worker = spawn_worker(&db, port, OUTAGE_WORKER);
     wait_for_status(port, "/readyz", 200, Duration::from_secs(30)).await;
     assert_eq!(get(port, "/healthz").await.map(|(s, _)| s), Some(200));
+    insert_deliveries(&pool, id, 2).await;
+    assert!(receiver.wait_for(2, Duration::from_secs(30)).await);
 
     let mut cluster = tokio::task::spawn_blocking(move || {
         cluster.stop();
@@ -155,7 +284,7 @@ async fn readyz_follows_the_database_and_the_worker_recovers_without_a_restart()
     .unwrap();
     let body = wait_for_status(port, "/readyz", 503, Duration::from_secs(30)).await;
     assert!(body.starts_with("not ready: the database has not answered"), "{body}");
-    assert_eq!(get(port, "/healthz").await.map(|(s, _)| s), Some(200), "alive while not ready");
+    alive_while_stalled_past(port, OUTAGE_STALL + Duration::from_secs(2)).await;
 
     let cluster = tokio::task::spawn_blocking(move || {
         cluster.start_server().unwrap();
@@ -163,10 +292,30 @@ async fn readyz_follows_the_database_and_the_worker_recovers_without_a_restart()
     })
     .await
     .unwrap();
+    receiver.answer("/r", Answer::default());
     wait_for_status(port, "/readyz", 200, Duration::from_secs(60)).await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     insert_deliveries(&pool, id, 5).await;
-    assert!(receiver.wait_for(5, Duration::from_secs(30)).await, "the same worker delivers after the outage");
+    assert!(receiver.wait_for(2 + 5, Duration::from_secs(30)).await, "the same worker delivers after the outage");
+    wait_until(&pool, "SELECT count(*) = 0 FROM webhook.deliveries", Duration::from_secs(30)).await;
     stop(worker);
     drop(cluster);
+}
+
+/// Polls until the worker's dispatcher has made no progress for `stalled` (its progress gauge),
+/// asserting at every round that `/healthz` still answers 200.
+async fn alive_while_stalled_past(port: u16, stalled: Duration) {
+    let deadline = tokio::time::Instant::now() + stalled + Duration::from_secs(30);
+    loop {
+        let (status, body) = get(port, "/healthz").await.expect("the worker answers");
+        assert_eq!(status, 200, "the database is down, yet the pod would be restarted: {body}");
+        let metrics = wait_for_status(port, "/metrics", 200, Duration::from_secs(10)).await;
+        let progress = sample(&metrics, "webhook_dispatcher_last_progress_timestamp_seconds");
+        let now = chrono::Utc::now().timestamp_millis() as f64 / 1000.0;
+        if now - progress > stalled.as_secs_f64() {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the dispatcher kept making progress: {}s ago", now - progress);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
 }
