@@ -1,6 +1,6 @@
 //! What an SRE sees: `/metrics` counts match reality, every dashboard panel and alert expression
-//! returns data from a real Prometheus scraping real workers, `/readyz` follows the database and
-//! `/healthz` fails only for a dispatcher stalled while the database answers.
+//! returns data from a real Prometheus scraping real workers and APIs, `/readyz` follows the
+//! database and `/healthz` fails only for a dispatcher stalled while the database answers.
 
 use std::process::{Child, Stdio};
 use std::sync::Arc;
@@ -19,9 +19,15 @@ use crate::support::{TestDb, endpoint, insert_deliveries, wait_until};
 
 /// GET `path` on 127.0.0.1:`port`: (status, body), or `None` when nothing answers.
 async fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    get_as(port, path, None).await
+}
+
+/// GET `path` with `token` as the bearer token (`None`: no Authorization header).
+async fn get_as(port: u16, path: &str, token: Option<&str>) -> Option<(u16, String)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-    stream.write_all(format!("GET {path} HTTP/1.0\r\nhost: x\r\n\r\n").as_bytes()).await.ok()?;
+    let auth = token.map(|t| format!("authorization: Bearer {t}\r\n")).unwrap_or_default();
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nhost: x\r\n{auth}\r\n").as_bytes()).await.ok()?;
     let mut text = String::new();
     stream.read_to_string(&mut text).await.ok()?;
     let status = text.split(' ').nth(1)?.parse().ok()?;
@@ -62,6 +68,30 @@ fn spawn_worker(db: &TestDb, port: u16, extra: &[(&str, &str)]) -> Child {
     command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
 }
 
+/// The management API's bootstrap token in these tests.
+const API_TOKEN: &str = "observe-test-bootstrap-token-0123456789";
+
+/// A management API process (`webhook-worker api`) for `db`, listening: (process, API port,
+/// metrics port).
+async fn spawn_api(db: &TestDb) -> (Child, u16, u16) {
+    let (port, metrics_port) = (free_port(), free_port());
+    let mut command = binary(db);
+    command
+        .arg("api")
+        .env("WEBHOOK_API_ADDR", format!("127.0.0.1:{port}"))
+        .env("WEBHOOK_METRICS_ADDR", format!("127.0.0.1:{metrics_port}"))
+        .env("WEBHOOK_API_BOOTSTRAP_TOKEN", API_TOKEN)
+        .env("RUST_LOG", "warn");
+    let child = command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    // Listening is enough: the health route itself answers 503 for the database without a schema.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while get(port, "/api/v1/health").await.is_none() {
+        assert!(tokio::time::Instant::now() < deadline, "the API on port {port} never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    (child, port, metrics_port)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_match_what_happened_and_feed_the_dashboard_and_alerts() {
     let db = TestDb::new().await;
@@ -92,24 +122,36 @@ async fn metrics_match_what_happened_and_feed_the_dashboard_and_alerts() {
     assert_counts(&metrics, ok);
 
     // A second worker, and deliveries flowing to both for as long as the check runs: rate()
-    // panels are empty without traffic in their window, as an operator's would be.
+    // panels are empty without traffic in their window, as an operator's would be. The API's
+    // panels and alert read a job of their own: two API processes, one on this database (2xx,
+    // and 401 without a token), one on a database without the schema (500s: the alert's signal).
     let second_port = free_port();
     let second = spawn_worker(&db, second_port, &env);
+    let unmigrated = TestDb::empty().await;
+    let apis = [spawn_api(&db).await, spawn_api(&unmigrated).await];
+    let api_ports: Vec<u16> = apis.iter().map(|(_, port, _)| *port).collect();
     let traffic = CancellationToken::new();
-    let producer = tokio::spawn(keep_delivering(db.pool.clone(), ok, traffic.clone()));
+    let producer = tokio::spawn(keep_delivering(db.pool.clone(), ok, api_ports, traffic.clone()));
     for port in [port, second_port] {
-        wait_for_delivered(port).await;
+        wait_until_exported(port, "webhook_delivery_latency_seconds_count").await;
     }
+    let mut scrape_text = metrics.clone();
+    for (_, _, metrics_port) in &apis {
+        scrape_text += &wait_until_exported(*metrics_port, "webhook_api_requests_total{").await;
+    }
+    wait_until_exported(apis[1].2, "webhook_api_requests_total{route=\"/api/v1/app\",status_class=\"5xx\"}").await;
     let scrape = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(scrape.path(), &metrics).unwrap();
-    let targets = format!("127.0.0.1:{port},127.0.0.1:{second_port}");
-    let (success, text) = check_chart(scrape.path(), &targets).await;
+    std::fs::write(scrape.path(), scrape_text).unwrap();
+    let workers = [port, second_port].map(|p| format!("127.0.0.1:{p}"));
+    let api_targets = apis.each_ref().map(|(_, _, p)| format!("127.0.0.1:{p}"));
+    let (success, text) = check_chart(scrape.path(), &workers.join(","), &api_targets.join(",")).await;
     traffic.cancel();
     producer.await.unwrap();
-    stop(worker);
-    stop(second);
+    for child in [worker, second].into_iter().chain(apis.into_iter().map(|(child, _, _)| child)) {
+        stop(child);
+    }
     assert!(success, "helm/check.sh failed:\n{text}");
-    assert_check_passed(&text, port, second_port);
+    assert_check_passed(&text, &workers.join(" "), &api_targets.join(" "));
 }
 
 fn assert_counts(metrics: &str, ok: Uuid) {
@@ -143,26 +185,35 @@ fn assert_counts(metrics: &str, ok: Uuid) {
     assert!(!metrics.contains(&ok.to_string()) && !metrics.contains("127.0.0.1"), "no endpoint id or URL in labels");
 }
 
-/// Inserts a few deliveries every 250 ms until `stop` (or ten minutes, whichever comes first).
-async fn keep_delivering(pool: sqlx::PgPool, endpoint: Uuid, stop: CancellationToken) {
+/// Every 250 ms until `stop` (or ten minutes, whichever comes first): a few deliveries, and a
+/// request with and one without a token to each API.
+async fn keep_delivering(pool: sqlx::PgPool, endpoint: Uuid, apis: Vec<u16>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     for _ in 0..2400 {
         tokio::select! {
-            _ = tick.tick() => insert_deliveries(&pool, endpoint, 5).await,
+            _ = tick.tick() => {}
             () = stop.cancelled() => return,
+        }
+        insert_deliveries(&pool, endpoint, 5).await;
+        for port in &apis {
+            get_as(*port, "/api/v1/app", Some(API_TOKEN)).await;
+            get_as(*port, "/api/v1/app", None).await;
         }
     }
 }
 
-/// Polls a worker's `/metrics` until it has delivered something (its latency histogram exists).
-async fn wait_for_delivered(port: u16) {
+/// Polls `/metrics` on `port` until it has a series starting with `series` with a value above
+/// zero (bounded); returns that scrape.
+async fn wait_until_exported(port: u16, series: &str) -> String {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let metrics = wait_for_status(port, "/metrics", 200, Duration::from_secs(10)).await;
-        if value(&metrics, "webhook_delivery_latency_seconds_count").is_some_and(|n| n > 0.0) {
-            return;
+        let above_zero =
+            |line: &str| line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 0.0);
+        if metrics.lines().any(|line| line.starts_with(series) && above_zero(line)) {
+            return metrics;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the worker on port {port} delivered nothing");
+        assert!(tokio::time::Instant::now() < deadline, "port {port} never exported {series}:\n{metrics}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -170,11 +221,12 @@ async fn wait_for_delivered(port: u16) {
 /// `helm/check.sh` (lint, render, validate, PromQL names from `scrape`, promtool tests, and every
 /// dashboard and alert query against a Prometheus scraping `targets`), bounded by `timeout`, with
 /// its outputs in a directory of its own so that concurrent runs do not share them.
-async fn check_chart(scrape: &std::path::Path, targets: &str) -> (bool, String) {
+async fn check_chart(scrape: &std::path::Path, targets: &str, api_targets: &str) -> (bool, String) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let out = tempfile::tempdir().unwrap();
     let mut command = std::process::Command::new("timeout");
-    command.args(["600", "bash", "helm/check.sh", "--metrics-file"]).arg(scrape).args(["--live", targets]);
+    command.args(["600", "bash", "helm/check.sh", "--metrics-file"]).arg(scrape);
+    command.args(["--live", targets, "--live-api", api_targets]);
     command.env("OUT", out.path()).current_dir(root);
     let output = tokio::task::spawn_blocking(move || command.output()).await.unwrap().unwrap();
     drop(out);
@@ -182,9 +234,12 @@ async fn check_chart(scrape: &std::path::Path, targets: &str) -> (bool, String) 
     (output.status.success(), text)
 }
 
-fn assert_check_passed(text: &str, port: u16, second_port: u16) {
-    let scraping = format!("scraping the given workers: 127.0.0.1:{port} 127.0.0.1:{second_port}");
-    assert!(text.contains(&scraping), "the live check did not scrape the workers:\n{text}");
+fn assert_check_passed(text: &str, workers: &str, apis: &str) {
+    let scraping = format!("scraping the given workers: {workers}\n   and the given management APIs: {apis}");
+    assert!(text.contains(&scraping), "the live check did not scrape the workers and APIs:\n{text}");
+    // Only what no worker or API can export (kube-state-metrics' series) may be skipped.
+    let skipped: Vec<&str> = text.lines().filter(|line| line.starts_with("skip ")).collect();
+    assert!(skipped.iter().all(|line| line.contains("(kube-state-metrics)")), "{skipped:#?}");
     assert!(text.contains("ok: every dashboard query and alert signal returns data from a live Prometheus"), "{text}");
     assert!(text.contains("ok: every PromQL expression parses and names only exported metrics (names from"), "{text}");
     // The live tool's own summary: something was queried, nothing came back empty.
