@@ -68,7 +68,7 @@ async fn cycle(pool: sqlx::PgPool, worker_id: String, batch: usize, done: Arc<At
     let mut position = ScanPosition::default();
     loop {
         let now = tokio::time::Instant::now();
-        let claimed = queue::claim_resuming(&pool, &claim, &mut position, now).await?;
+        let claimed = queue::claim_resuming(&pool, &claim, None, &mut position, now).await?.deliveries;
         if claimed.is_empty() {
             return Ok(());
         }

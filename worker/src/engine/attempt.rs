@@ -12,7 +12,7 @@ use crate::config::AttemptSettings;
 use crate::engine::completion::{Completion, Facts, Step};
 use crate::engine::deliver::{self, Deliverer, OutboundRequest};
 use crate::engine::endpoints::Endpoint;
-use crate::engine::protect::{Admission, Guard};
+use crate::engine::protect::{Admission, Guard, Reservation};
 use crate::engine::queue::ClaimedDelivery;
 use crate::observe::metrics;
 use crate::policy::circuit::{self, Circuit, Event};
@@ -53,12 +53,14 @@ impl Attempted {
     }
 }
 
-/// Runs one attempt of `delivery` to `endpoint` (`None`: the endpoint does not exist) and returns
-/// what to write back. Never fails: every problem becomes a recorded outcome.
+/// Runs one attempt of `delivery` to `endpoint` (`None`: the endpoint does not exist) in the
+/// in-flight slot `reserved` for it when it was claimed, and returns what to write back. Never
+/// fails: every problem becomes a recorded outcome.
 pub async fn run(
     ctx: &AttemptContext,
     delivery: &ClaimedDelivery,
     endpoint: Option<Arc<Endpoint>>,
+    reserved: Option<Reservation>,
     abort: &CancellationToken,
 ) -> Completion {
     let started = Instant::now();
@@ -71,9 +73,9 @@ pub async fn run(
         }
         Ok(Preflight::Send(target)) => {
             let endpoint_id = target.endpoint.id;
-            let mut pass = match ctx.guard.admit(&target.endpoint, delivery.id).await {
+            let mut pass = match ctx.guard.admit(&target.endpoint, delivery.id, reserved).await {
                 Admission::Go(pass) => pass,
-                Admission::Defer { after, outcome } => {
+                Admission::Defer { after, outcome, .. } => {
                     metrics::delivery_finished(outcome);
                     return Completion::release(delivery, after, outcome);
                 }

@@ -46,8 +46,9 @@ WITH r AS (
     UPDATE webhook.deliveries d SET run_at = c.circuit_open_until
     FROM changed c
     WHERE c.circuit_state = 'open' AND d.endpoint_id = c.id AND d.state = 'pending' AND d.run_at < c.circuit_open_until
+    RETURNING d.id
 )
-SELECT circuit_state FROM changed
+SELECT circuit_state, (SELECT count(*) FROM deferred) AS deferred FROM changed
 "#;
 
 /// Stores `(endpoint, from, to)` transitions, each only if the circuit is still `from`; returns
@@ -63,7 +64,7 @@ async fn store<'e>(
     let until: Vec<Option<DateTime<Utc>>> = changes.iter().map(|c| c.2.open_until).collect();
     let cooldowns: Vec<Option<i32>> = changes.iter().map(|c| c.2.cooldown_ms).collect();
     let probes: Vec<Option<i64>> = changes.iter().map(|c| c.2.probe).collect();
-    let stored = sqlx::query_scalar(STORE_TRANSITIONS)
+    let stored: Vec<(CircuitState, i64)> = sqlx::query_as(STORE_TRANSITIONS)
         .bind(ids)
         .bind(from_states)
         .bind(from_probes)
@@ -73,10 +74,13 @@ async fn store<'e>(
         .bind(probes)
         .fetch_all(executor)
         .await?;
-    for state in &stored {
+    // The statement's one count of backlog moved behind cool-downs, repeated on every row.
+    let deferred = stored.first().map_or(0, |(_, deferred)| *deferred);
+    metrics::protection_deferred(metrics::Deferral::Circuit, u64::try_from(deferred).unwrap_or(0));
+    for (state, _) in &stored {
         metrics::breaker_transition(*state);
     }
-    Ok(stored)
+    Ok(stored.into_iter().map(|(state, _)| state).collect())
 }
 
 /// Opens the closed circuit of `endpoint` for the whole fleet after this worker's detector

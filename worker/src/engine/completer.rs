@@ -146,8 +146,11 @@ async fn defer_backlog(writer: &Writer, endpoints: &[uuid::Uuid]) {
         let _call = writer.health.db_call();
         queue::defer_reopened_backlog(&writer.pool, endpoints).await
     };
-    if let Err(err) = deferred {
-        writer.health.database_error("complete");
-        tracing::warn!(error = %err, "Moving the backlog of reopened circuits failed; the claim skips them meanwhile");
+    match deferred {
+        Ok(moved) => crate::observe::metrics::protection_deferred(crate::observe::metrics::Deferral::Circuit, moved),
+        Err(err) => {
+            writer.health.database_error("complete");
+            tracing::warn!(error = %err, "Moving the backlog of reopened circuits failed; the claim skips them meanwhile");
+        }
     }
 }

@@ -1,5 +1,7 @@
-//! The main loop: wait for a free slot, claim up to the free slots, start one attempt per claimed
-//! delivery, idle on LISTEN/NOTIFY or a jittered poll when the queue is empty, drain on shutdown.
+//! The main loop: wait for a free slot, claim up to the free slots (of each endpoint no more than
+//! its in-flight cap still allows, a slot reserved for each), start one attempt per claimed
+//! delivery, idle on LISTEN/NOTIFY or a jittered poll when the queue is empty, wait for a slot of
+//! a saturated endpoint when a claim had to leave its rows, drain on shutdown.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use crate::engine::attempt::{self, AttemptContext};
 use crate::engine::completer::Completer;
 use crate::engine::completion::Completion;
 use crate::engine::endpoints::{Endpoint, EndpointCache};
+use crate::engine::protect::Reservation;
 use crate::engine::queue::{self, ClaimedDelivery, ScanPosition};
 use crate::engine::shutdown::Shutdown;
 use crate::observe::health::Health;
@@ -26,6 +29,16 @@ enum ClaimError {
     Claim(#[source] sqlx::Error),
     #[error("loading the claimed deliveries' endpoints failed")]
     Endpoints(#[source] sqlx::Error),
+}
+
+/// A claimed delivery, its endpoint (`None`: unknown) and the in-flight slot reserved for it.
+type Claimed = (ClaimedDelivery, Option<Arc<Endpoint>>, Option<Reservation>);
+
+/// What one claim round brought.
+struct Round {
+    batch: Vec<Claimed>,
+    /// Rows were left because their endpoints had no room in this worker.
+    crowded: bool,
 }
 
 /// Shared parts the dispatcher hands to every attempt.
@@ -58,10 +71,10 @@ pub async fn run(settings: DispatchSettings, parts: Parts, shutdown: Shutdown) {
         let notified = parts.wake.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let batch = match claim(&settings, &parts, free, &mut position).await {
-            Ok(batch) => {
+        let round = match claim(&settings, &parts, free, &mut position).await {
+            Ok(round) => {
                 backoff = Duration::from_millis(100);
-                batch
+                round
             }
             Err(_logged) => {
                 drop(first);
@@ -70,47 +83,72 @@ pub async fn run(settings: DispatchSettings, parts: Parts, shutdown: Shutdown) {
                 continue;
             }
         };
-        let claimed = batch.len();
-        if claimed == 0 {
+        let Round { batch, crowded } = round;
+        if batch.is_empty() && !crowded {
             drop(first);
             idle(idle_time(&parts, settings.poll_interval).await, &shutdown, notified).await;
             continue;
         }
-        start_attempts(&parts, &slots, &tracker, first, batch, &shutdown);
+        let short = batch.len() < free;
+        if batch.is_empty() {
+            drop(first);
+        } else {
+            start_attempts(&parts, &slots, &tracker, first, batch, &shutdown);
+        }
+        if crowded && short {
+            // The rows left wait for slots of their endpoints: a claim before one frees would find
+            // the same rows. Inserts and the poll still wake it, for rows of other endpoints.
+            let room = parts.attempt.guard.room_freed();
+            let woken = async {
+                tokio::select! {
+                    () = room.notified() => {}
+                    () = notified => {}
+                }
+            };
+            idle(jittered(settings.poll_interval), &shutdown, woken).await;
+        }
     }
     tracker.close();
     tracing::info!(in_flight = tracker.len(), "Stopped claiming; waiting for in-flight deliveries");
     tracker.wait().await;
 }
 
-/// Claims up to `free` deliveries and loads their endpoints. On a database error the claimed rows
-/// are handed back (if any); the error is logged and counted here.
+/// Claims up to `free` deliveries, of each endpoint no more than it may still start here, loads
+/// their endpoints and reserves a slot for each. Saturated endpoints whose rows the claim had to
+/// leave may have their backlog spread. On a database error the claimed rows are handed back (if
+/// any); the error is logged and counted here.
 async fn claim(
     settings: &DispatchSettings,
     parts: &Parts,
     free: usize,
     position: &mut ScanPosition,
-) -> Result<Vec<(ClaimedDelivery, Option<Arc<Endpoint>>)>, ClaimError> {
+) -> Result<Round, ClaimError> {
     let spec = queue::Claim {
         worker_id: &settings.worker_id,
         limit: free,
         lease: settings.lease_duration,
         max_payload_bytes: settings.max_payload_bytes,
     };
+    let guard = &parts.attempt.guard;
+    let room = guard.room();
     let now = tokio::time::Instant::now();
     let claimed = {
         let _call = parts.health.db_call();
-        queue::claim_resuming(&parts.pool, &spec, position, now).await
+        queue::claim_resuming(&parts.pool, &spec, Some(&room), position, now).await
     };
-    let batch = claimed.map_err(|err| {
+    let claimed = claimed.map_err(|err| {
         parts.health.database_error("claim");
         tracing::warn!(error = %err, "Claiming deliveries failed");
         ClaimError::Claim(err)
     })?;
+    guard.claim_took(now.elapsed());
     parts.health.database_ok();
-    crate::observe::metrics::claim_batch(batch.len());
+    crate::observe::metrics::claim_batch(claimed.deliveries.len());
+    let crowded = !claimed.crowded.is_empty();
+    let batch = claimed.deliveries;
     if batch.is_empty() {
-        return Ok(Vec::new());
+        guard.crowded(&claimed.crowded);
+        return Ok(Round { batch: Vec::new(), crowded });
     }
     let mut ids: Vec<_> = batch.iter().map(|d| d.endpoint_id).collect();
     ids.sort_unstable();
@@ -120,13 +158,18 @@ async fn claim(
         parts.endpoints.get_many(&ids).await
     };
     match loaded {
-        Ok(endpoints) => Ok(batch
-            .into_iter()
-            .map(|d| {
-                let endpoint = endpoints.get(&d.endpoint_id).cloned().flatten();
-                (d, endpoint)
-            })
-            .collect()),
+        Ok(endpoints) => {
+            let batch = batch
+                .into_iter()
+                .map(|d| {
+                    let endpoint = endpoints.get(&d.endpoint_id).cloned().flatten();
+                    let reserved = endpoint.as_deref().and_then(|e| guard.reserve(e));
+                    (d, endpoint, reserved)
+                })
+                .collect();
+            guard.crowded(&claimed.crowded);
+            Ok(Round { batch, crowded })
+        }
         Err(err) => {
             parts.health.database_error("endpoints");
             tracing::warn!(error = %err, "Loading endpoints failed; handing the claimed deliveries back");
@@ -143,11 +186,11 @@ fn start_attempts(
     slots: &Arc<Semaphore>,
     tracker: &TaskTracker,
     first: OwnedSemaphorePermit,
-    batch: Vec<(ClaimedDelivery, Option<Arc<Endpoint>>)>,
+    batch: Vec<Claimed>,
     shutdown: &Shutdown,
 ) {
     let mut first = Some(first);
-    for (delivery, endpoint) in batch {
+    for (delivery, endpoint, reserved) in batch {
         // We are the only acquirer and claimed no more rows than there were free permits.
         let permit = first
             .take()
@@ -157,8 +200,9 @@ fn start_attempts(
         let cache = Arc::clone(&parts.endpoints);
         let abort = shutdown.abort_in_flight.clone();
         tracker.spawn(async move {
-            let result =
-                std::panic::AssertUnwindSafe(attempt::run(&ctx, &delivery, endpoint, &abort)).catch_unwind().await;
+            let result = std::panic::AssertUnwindSafe(attempt::run(&ctx, &delivery, endpoint, reserved, &abort))
+                .catch_unwind()
+                .await;
             let completion = result.unwrap_or_else(|panic| {
                 let message = panic
                     .downcast_ref::<&str>()

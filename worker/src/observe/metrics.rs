@@ -44,6 +44,9 @@ fn register_zeroes() {
     for to in CircuitState::ALL {
         counter!("webhook_breaker_transitions_total", "to" => to.as_str()).increment(0);
     }
+    for reason in Deferral::ALL {
+        counter!("webhook_protection_deferred_total", "reason" => reason.as_str()).increment(0);
+    }
     for operation in ["connect", "claim", "complete", "endpoints", "heartbeat", "stats", "maintenance"] {
         counter!("webhook_database_errors_total", "operation" => operation).increment(0);
     }
@@ -76,9 +79,43 @@ fn describe() {
     describe_counter!("webhook_breaker_transitions_total", "Circuit breaker transitions by target state");
     describe_gauge!("webhook_breaker_open_endpoints", "Endpoints whose circuit is open");
     describe_counter!("webhook_database_errors_total", "Database errors by operation");
+    describe_counter!(
+        "webhook_protection_deferred_total",
+        "Deliveries moved into the future by endpoint protection, by reason (no attempt spent)"
+    );
     describe_gauge!("webhook_workers_live", "Workers with a recent heartbeat");
     describe_gauge!("webhook_build_info", "Build information");
     describe_gauge!("webhook_dispatcher_last_progress_timestamp_seconds", Unit::Seconds, "Last dispatcher loop");
+}
+
+/// Why endpoint protection moved deliveries into the future: the `reason` label of
+/// `webhook_protection_deferred_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deferral {
+    /// The endpoint's rate limit: a throttled delivery, or its backlog spread at the limit.
+    RateLimit,
+    /// The in-flight cap: the backlog of an endpoint slower than its slots, spread at its measured
+    /// pace (or a delivery that found no slot).
+    Saturation,
+    /// An open circuit: a delivery held back, or the backlog moved behind the cool-down.
+    Circuit,
+}
+
+impl Deferral {
+    pub const ALL: [Deferral; 3] = [Deferral::RateLimit, Deferral::Saturation, Deferral::Circuit];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Deferral::RateLimit => "rate_limit",
+            Deferral::Saturation => "saturation",
+            Deferral::Circuit => "circuit",
+        }
+    }
+}
+
+/// Counts `deliveries` moved into the future by protection for `reason`.
+pub fn protection_deferred(reason: Deferral, deliveries: u64) {
+    counter!("webhook_protection_deferred_total", "reason" => reason.as_str()).increment(deliveries);
 }
 
 /// Counts one finished delivery step.

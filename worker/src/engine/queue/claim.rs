@@ -25,8 +25,8 @@ pub struct ClaimedDelivery {
 }
 
 pub(super) const CLAIM_BATCH: &str = r#"
-WITH ready AS MATERIALIZED (
-    SELECT d.id
+WITH window_rows AS MATERIALIZED (
+    SELECT d.id, d.endpoint_id, d.run_at
     FROM webhook.deliveries d
     WHERE d.state = 'pending' AND d.run_at <= now()
       -- Where the scan of the ready index starts (see ScanFrom): a seek, not a filter.
@@ -47,19 +47,136 @@ WITH ready AS MATERIALIZED (
     ORDER BY d.run_at, d.id
     LIMIT $1
     FOR NO KEY UPDATE OF d SKIP LOCKED
+), admitted AS MATERIALIZED (
+    -- Admission at claim time: of each endpoint, no more rows than it may still start in this
+    -- worker (its in-flight cap less the requests the worker holds, $7/$8; the cap is the
+    -- endpoint's own or $9; no cap at all when $9 is NULL). The window is at most $1 rows, so this
+    -- costs the same whatever the backlog. Rows left here are unlocked when the statement ends.
+    SELECT w.id, w.endpoint_id, w.run_at,
+           $9::integer IS NULL
+           OR row_number() OVER (PARTITION BY w.endpoint_id ORDER BY w.run_at, w.id)
+              <= coalesce(e.max_in_flight, $9::integer) - coalesce(held.n, 0) AS fits
+    FROM window_rows w
+    LEFT JOIN unnest($7::uuid[], $8::integer[]) AS held(endpoint_id, n) ON held.endpoint_id = w.endpoint_id
+    LEFT JOIN webhook.endpoints e ON e.id = w.endpoint_id
+), claimed AS (
+    UPDATE webhook.deliveries d
+    SET state = 'running',
+        attempt = d.attempt + 1,
+        lease_token = d.lease_token + 1,
+        leased_by = $2,
+        lease_expires_at = now() + make_interval(secs => $3)
+    FROM admitted a
+    WHERE d.id = a.id AND a.fits
+    RETURNING d.id, d.message_id, d.event_type, d.attempt, d.lease_token, d.created_at,
+              octet_length(d.payload::text)::bigint AS payload_bytes,
+              CASE WHEN octet_length(d.payload::text) <= $4 THEN d.payload::text END AS payload
 )
-UPDATE webhook.deliveries d
-SET state = 'running',
-    attempt = d.attempt + 1,
-    lease_token = d.lease_token + 1,
-    leased_by = $2,
-    lease_expires_at = now() + make_interval(secs => $3)
-FROM ready
-WHERE d.id = ready.id
-RETURNING d.id, d.message_id, d.endpoint_id, d.event_type, d.attempt, d.lease_token, d.created_at, d.run_at,
-          octet_length(d.payload::text)::bigint AS payload_bytes,
-          CASE WHEN octet_length(d.payload::text) <= $4 THEN d.payload::text END AS payload
+-- Every row of the window, claimed or left: the caller learns which endpoints were crowded and
+-- whether the ready index ran out (fewer rows than $1) or the caps stopped the claim.
+SELECT a.id, a.endpoint_id, a.run_at, c.id IS NOT NULL AS claimed, c.message_id, c.event_type, c.attempt,
+       c.lease_token, c.created_at, c.payload_bytes, c.payload
+FROM admitted a LEFT JOIN claimed c ON c.id = a.id
+ORDER BY a.run_at, a.id
 "#;
+
+/// One row of a claim's window: claimed (every field set) or left for want of room.
+#[derive(Debug, sqlx::FromRow)]
+struct WindowRow {
+    id: i64,
+    endpoint_id: Uuid,
+    run_at: DateTime<Utc>,
+    claimed: bool,
+    message_id: Option<String>,
+    event_type: Option<String>,
+    attempt: Option<i32>,
+    lease_token: Option<i64>,
+    created_at: Option<DateTime<Utc>>,
+    payload_bytes: Option<i64>,
+    payload: Option<String>,
+}
+
+impl WindowRow {
+    fn delivery(self) -> Option<ClaimedDelivery> {
+        if !self.claimed {
+            return None;
+        }
+        Some(ClaimedDelivery {
+            id: self.id,
+            message_id: self.message_id?,
+            endpoint_id: self.endpoint_id,
+            event_type: self.event_type?,
+            attempt: self.attempt?,
+            lease_token: self.lease_token?,
+            created_at: self.created_at?,
+            run_at: self.run_at,
+            payload_bytes: self.payload_bytes?,
+            payload: self.payload,
+        })
+    }
+}
+
+/// How many more requests each endpoint may start in this worker, for a claim that admits at
+/// claim time: an endpoint's cap (its own, or `default_cap`) less what the worker `held`s of it.
+#[derive(Debug, Clone, Default)]
+pub struct Room {
+    /// Endpoints with requests held in this worker (reserved or in flight), and how many.
+    pub held: Vec<(Uuid, u32)>,
+    /// The cap of an endpoint that sets none.
+    pub default_cap: u32,
+}
+
+impl Room {
+    fn holding(&mut self, endpoint: Uuid, more: u32) {
+        match self.held.iter_mut().find(|(id, _)| *id == endpoint) {
+            Some((_, n)) => *n += more,
+            None => self.held.push((endpoint, more)),
+        }
+    }
+}
+
+/// What one claim (or a resuming pair of claims) did.
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub deliveries: Vec<ClaimedDelivery>,
+    /// Endpoints some of whose ready rows were left because they had no room: they are saturated
+    /// in this worker and their rows sit in the claim's way.
+    pub crowded: Vec<Uuid>,
+    /// Rows the claim's window held (claimed or left); fewer than asked: the ready index ran out.
+    pub scanned: usize,
+    /// The `(run_at, id)` of the window's first row.
+    pub start: Option<(DateTime<Utc>, i64)>,
+}
+
+impl Claimed {
+    fn of(rows: Vec<WindowRow>) -> Self {
+        let mut claimed =
+            Self { scanned: rows.len(), start: rows.first().map(|r| (r.run_at, r.id)), ..Self::default() };
+        for row in rows {
+            let endpoint = row.endpoint_id;
+            match row.delivery() {
+                Some(delivery) => claimed.deliveries.push(delivery),
+                None if !claimed.crowded.contains(&endpoint) => claimed.crowded.push(endpoint),
+                None => {}
+            }
+        }
+        claimed
+    }
+
+    fn extend(&mut self, more: Claimed) {
+        self.deliveries.extend(more.deliveries);
+        for endpoint in more.crowded {
+            if !self.crowded.contains(&endpoint) {
+                self.crowded.push(endpoint);
+            }
+        }
+        self.scanned += more.scanned;
+        self.start = match (self.start, more.start) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
 
 /// Where a claim starts scanning the ready index, in its `(run_at, id)` order.
 ///
@@ -100,16 +217,32 @@ impl ScanPosition {
     /// Moves to the start of `batch` (claimed scanning from `scanned` at `now`), or back to the
     /// start of the index when the batch holds fewer rows than `asked`.
     pub fn claimed(&mut self, scanned: ScanFrom, batch: &[ClaimedDelivery], asked: usize, now: tokio::time::Instant) {
+        let start = batch.iter().map(|d| (d.run_at, d.id)).min();
+        self.scanned(scanned, start, batch.len(), asked, now);
+    }
+
+    /// Moves to `start`, the first row of a claim's window of `rows` rows (scanned from `scanned`
+    /// at `now`), or back to the start of the index when the window held fewer rows than `asked`
+    /// (the index ran out). Rows a claim left for want of room are in its window, so the next
+    /// claim looks at them again.
+    pub fn scanned(
+        &mut self,
+        scanned: ScanFrom,
+        start: Option<(DateTime<Utc>, i64)>,
+        rows: usize,
+        asked: usize,
+        now: tokio::time::Instant,
+    ) {
         if scanned == ScanFrom::Start {
             self.rewind_at = Some(now + Self::REWIND);
         }
-        self.from = if batch.len() < asked { None } else { batch.iter().map(|d| (d.run_at, d.id)).min() };
+        self.from = if rows < asked { None } else { start };
     }
 }
 
 /// Claims up to `limit` ready deliveries, oldest `run_at` first, leasing them to `worker_id` for
 /// `lease`. Rows locked by another claimer are skipped, so concurrent workers never claim the same
-/// row. Payloads over `max_payload_bytes` are not fetched.
+/// row. Payloads over `max_payload_bytes` are not fetched. No in-flight cap applies.
 ///
 /// # Errors
 /// The database error; nothing was claimed then.
@@ -128,6 +261,7 @@ pub async fn claim_batch(
 #[derive(Debug, Clone, Copy)]
 pub struct Claim<'a> {
     pub worker_id: &'a str,
+    /// Rows to look at and at most to take (the free slots).
     pub limit: usize,
     pub lease: Duration,
     pub max_payload_bytes: usize,
@@ -142,47 +276,77 @@ pub async fn claim_batch_from(
     claim: &Claim<'_>,
     from: ScanFrom,
 ) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
+    Ok(claim_window(pool, claim, None, from).await?.deliveries)
+}
+
+/// Looks at up to `claim.limit` ready rows from `from` and claims those that fit `room` (all of
+/// them without one): of each endpoint no more than it may still start in this worker.
+///
+/// # Errors
+/// The database error; nothing was claimed then.
+pub async fn claim_window(
+    pool: &PgPool,
+    claim: &Claim<'_>,
+    room: Option<&Room>,
+    from: ScanFrom,
+) -> Result<Claimed, sqlx::Error> {
     let (run_at, id) = match from {
         ScanFrom::Start => (None, None),
         ScanFrom::After(run_at, id) => (Some(run_at), Some(id)),
     };
-    sqlx::query_as(CLAIM_BATCH)
+    let held = room.map(|r| r.held.as_slice()).unwrap_or_default();
+    let endpoints: Vec<Uuid> = held.iter().map(|(id, _)| *id).collect();
+    let counts: Vec<i32> = held.iter().map(|(_, n)| i32::try_from(*n).unwrap_or(i32::MAX)).collect();
+    let rows: Vec<WindowRow> = sqlx::query_as(CLAIM_BATCH)
         .bind(i64::try_from(claim.limit).unwrap_or(i64::MAX))
         .bind(claim.worker_id)
         .bind(claim.lease.as_secs_f64())
         .bind(i64::try_from(claim.max_payload_bytes).unwrap_or(i64::MAX))
         .bind(run_at)
         .bind(id)
+        .bind(endpoints)
+        .bind(counts)
+        .bind(room.map(|r| i32::try_from(r.default_cap).unwrap_or(i32::MAX)))
         .fetch_all(pool)
-        .await
+        .await?;
+    Ok(Claimed::of(rows))
 }
 
 /// Claims up to `claim.limit` deliveries the way a worker does: from its `position` in the ready
-/// index, and, when that comes back short, the rest from the start (rows may have become due
-/// behind the position). The first batch is committed on its own, so a failure of the second
-/// keeps it. Moves `position` on.
+/// index, admitting of each endpoint only what fits its `room`, and, when the index ran out
+/// behind the position, the rest from the start (rows may have become due behind it). The first
+/// batch is committed on its own, so a failure of the second keeps it. Moves `position` on.
 ///
 /// # Errors
 /// The database error of the first claim; nothing was claimed then.
 pub async fn claim_resuming(
     pool: &PgPool,
     claim: &Claim<'_>,
+    room: Option<&Room>,
     position: &mut ScanPosition,
     now: tokio::time::Instant,
-) -> Result<Vec<ClaimedDelivery>, sqlx::Error> {
+) -> Result<Claimed, sqlx::Error> {
     let from = position.scan_from(now);
-    let mut batch = claim_batch_from(pool, claim, from).await?;
+    let mut claimed = claim_window(pool, claim, room, from).await?;
     let mut scanned = from;
-    if batch.len() < claim.limit && from != ScanFrom::Start {
-        let rest = Claim { limit: claim.limit - batch.len(), ..*claim };
-        match claim_batch_from(pool, &rest, ScanFrom::Start).await {
+    if claimed.scanned < claim.limit && claimed.deliveries.len() < claim.limit && from != ScanFrom::Start {
+        let rest = Claim { limit: claim.limit - claimed.deliveries.len(), ..*claim };
+        // What the first claim took counts against the caps of the second.
+        let room = room.map(|room| {
+            let mut room = room.clone();
+            for delivery in &claimed.deliveries {
+                room.holding(delivery.endpoint_id, 1);
+            }
+            room
+        });
+        match claim_window(pool, &rest, room.as_ref(), ScanFrom::Start).await {
             Ok(more) => {
-                batch.extend(more);
+                claimed.extend(more);
                 scanned = ScanFrom::Start;
             }
             Err(err) => tracing::debug!(error = %err, "Claiming from the start failed; keeping the first batch"),
         }
     }
-    position.claimed(scanned, &batch, claim.limit, now);
-    Ok(batch)
+    position.scanned(scanned, claimed.start, claimed.scanned, claim.limit, now);
+    Ok(claimed)
 }

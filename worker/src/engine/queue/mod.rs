@@ -14,9 +14,12 @@ mod claim;
 mod complete;
 mod schedule;
 
-pub use self::claim::{Claim, ClaimedDelivery, ScanFrom, ScanPosition, claim_batch, claim_batch_from, claim_resuming};
+pub use self::claim::{
+    Claim, Claimed, ClaimedDelivery, Room, ScanFrom, ScanPosition, claim_batch, claim_batch_from, claim_resuming,
+    claim_window,
+};
 pub use self::complete::{Completed, complete_batch, defer_reopened_backlog};
-pub use self::schedule::{next_due, reap_expired_leases, spread_backlog, unpark_resumed};
+pub use self::schedule::{Spread, next_due, reap_expired_leases, spread_backlog, unpark_resumed};
 
 /// Every statement of this module, for the registry (`crate::sql`).
 pub const STATEMENTS: &[(&str, &str)] = &[

@@ -74,20 +74,33 @@ pub async fn unpark_resumed<'e>(executor: impl sqlx::PgExecutor<'e>) -> Result<u
 }
 
 pub(super) const SPREAD_BACKLOG: &str = r#"
-UPDATE webhook.deliveries d
-SET run_at = now() + make_interval(secs => (s.rank * $2 / 1000.0)::float8)
-FROM (
-    SELECT id, row_number() OVER (ORDER BY run_at, id) AS rank
+WITH ranked AS MATERIALIZED (
+    SELECT id, run_at AS was,
+           now() + make_interval(secs => (row_number() OVER (ORDER BY run_at, id) * $2 / 1000.0)::float8) AS due
     FROM webhook.deliveries
     WHERE endpoint_id = $1 AND state = 'pending' AND run_at <= now() + make_interval(secs => $3)
-) s
-WHERE d.id = s.id AND d.state = 'pending'
+), moved AS (
+    UPDATE webhook.deliveries d
+    SET run_at = r.due
+    FROM ranked r
+    WHERE d.id = r.id AND d.state = 'pending'
+    RETURNING r.due > r.was AS later
+)
+SELECT count(*) FILTER (WHERE later) AS later, count(*) AS moved FROM moved
 "#;
+
+/// What a spread did: rows it scheduled, and how many of them it moved into the future (a
+/// spread at a faster pace than the last one pulls rows earlier).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, sqlx::FromRow)]
+pub struct Spread {
+    pub later: i64,
+    pub moved: i64,
+}
 
 /// Spreads the waiting backlog of a saturated endpoint over time, `interval_ms` apart in queue
 /// order, so that it stops occupying the head of the queue (and every claim) while it waits for
-/// its rate limit or in-flight cap. Rows already scheduled more than `horizon` ahead are left
-/// alone. No attempt is spent. Returns the rows moved.
+/// its rate limit or in-flight cap; spread again at a faster pace, it comes back sooner. Rows
+/// already scheduled more than `horizon` ahead are left alone. No attempt is spent.
 ///
 /// # Errors
 /// The database error.
@@ -96,14 +109,8 @@ pub async fn spread_backlog(
     endpoint: Uuid,
     interval_ms: f64,
     horizon: Duration,
-) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(SPREAD_BACKLOG)
-        .bind(endpoint)
-        .bind(interval_ms)
-        .bind(horizon.as_secs_f64())
-        .execute(pool)
-        .await?
-        .rows_affected())
+) -> Result<Spread, sqlx::Error> {
+    sqlx::query_as(SPREAD_BACKLOG).bind(endpoint).bind(interval_ms).bind(horizon.as_secs_f64()).fetch_one(pool).await
 }
 
 pub(super) const NEXT_DUE: &str = r#"

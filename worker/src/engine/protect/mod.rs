@@ -1,0 +1,390 @@
+//! Endpoint protection in one worker, coordinated with the fleet through Postgres:
+//!
+//! - **Circuit**: the shared state on the endpoint row is honoured before every send; a worker
+//!   whose last attempt to the endpoint failed re-reads it first, so that after a trip no worker
+//!   keeps sending what it had already claimed. Failures feed a [`Detector`]; a trip opens the
+//!   circuit for the whole fleet (`engine::circuit::trip`).
+//! - **Rate limit**: a governor limiter per endpoint whose quota is the endpoint's limit divided by
+//!   the live workers (from heartbeats), so the fleet together holds the limit.
+//! - **Isolation**: at most `max_in_flight` requests per endpoint in this worker, enforced where
+//!   work is taken. A claim takes of each endpoint no more rows than it may still start
+//!   ([`Guard::room`], `queue::claim_resuming`) and the dispatcher reserves a slot for each
+//!   ([`Guard::reserve`]), so a healthy endpoint is never deferred by its own cap. An endpoint
+//!   whose ready rows a claim had to leave is crowded ([`Guard::crowded`]): when it frees slots
+//!   less often than claims come, its waiting backlog is spread in the database at its measured
+//!   pace ([`pace`], `queue::spread_backlog`), so that it stops sitting at the head of the queue,
+//!   in every claim's way.
+//!
+//! A delivery that may not go now (circuit, rate limit, or, rarely, no slot) is deferred without
+//! spending an attempt, to a time that spreads the endpoint's deliveries at the rate it can take
+//! them. Every delivery moved into the future is counted by reason
+//! (`webhook_protection_deferred_total`). `docs/protection.md` explains the design.
+
+pub mod pace;
+mod throttle;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use governor::RateLimiter;
+use governor::clock::{Clock, DefaultClock};
+use sqlx::PgPool;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
+use uuid::Uuid;
+
+use self::pace::Pace;
+use self::throttle::Throttle;
+pub use self::throttle::pod_quota;
+pub use crate::config::ProtectSettings;
+use crate::engine::endpoints::Endpoint;
+use crate::engine::queue::Room;
+use crate::observe::metrics::{self, Deferral};
+use crate::policy::circuit::{Circuit, Detector};
+use crate::policy::states::{CircuitState, DeliveryOutcome};
+
+/// What the gate decided for one delivery.
+#[derive(Debug)]
+pub enum Admission {
+    /// Send; hold the pass while the request is in flight.
+    Go(Pass),
+    /// Not now: try again after this long, counted as `outcome` (throttled or deferred).
+    Defer { after: Duration, outcome: DeliveryOutcome, reason: Deferral },
+}
+
+/// A slot of an endpoint's in-flight cap in this worker. Dropping it frees the slot and wakes a
+/// dispatcher waiting for room.
+#[derive(Debug)]
+pub struct Reservation {
+    permit: Option<OwnedSemaphorePermit>,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // The slot first, so that the woken dispatcher sees it free.
+        drop(self.permit.take());
+        self.freed.notify_one();
+    }
+}
+
+/// Proof of an in-flight slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct Pass {
+    _slot: Reservation,
+    /// When the delivery is its endpoint's probe: the half-open circuit it probes, whose next
+    /// state the attempt's result decides.
+    pub probe: Option<Circuit>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    detector: Detector,
+    in_flight: Arc<Semaphore>,
+    cap: usize,
+    throttle: Option<Throttle>,
+    /// The next time a deferred delivery may be scheduled (spreads deferrals).
+    cursor: Instant,
+    /// When the backlog was last spread at the rate limit.
+    rate_spread: Option<Instant>,
+    /// The measured service time, for the in-flight cap's spreads.
+    pace: Pace,
+}
+
+impl Entry {
+    fn new(cap: usize, now: Instant) -> Self {
+        Self {
+            detector: Detector::default(),
+            in_flight: Arc::new(Semaphore::new(cap)),
+            cap,
+            throttle: None,
+            cursor: now,
+            rate_spread: None,
+            pace: Pace::default(),
+        }
+    }
+
+    /// Takes a slot if one is free, noting when the endpoint goes from idle to busy.
+    fn take_slot(&mut self, now: Instant, freed: &Arc<Notify>) -> Option<Reservation> {
+        let was_idle = self.in_flight.available_permits() >= self.cap;
+        let permit = Arc::clone(&self.in_flight).try_acquire_owned().ok()?;
+        self.pace.started(now, was_idle);
+        Some(Reservation { permit: Some(permit), freed: Arc::clone(freed) })
+    }
+}
+
+/// The protection state of every endpoint this worker has seen.
+#[derive(Debug)]
+pub struct Guard {
+    pool: PgPool,
+    settings: ProtectSettings,
+    live_workers: Arc<AtomicUsize>,
+    entries: Mutex<HashMap<Uuid, Entry>>,
+    room_freed: Arc<Notify>,
+    /// Moving average of the dispatcher's claim round trips, microseconds.
+    claim_us: AtomicU64,
+}
+
+/// How far ahead a saturated endpoint's backlog is spread at most per call.
+const SPREAD_HORIZON: Duration = Duration::from_secs(3600);
+/// A worker spreads one endpoint's backlog at its rate limit at most this often.
+const RATE_SPREAD_EVERY: Duration = pace::SPREAD_EVERY;
+
+impl Guard {
+    pub fn new(pool: PgPool, settings: ProtectSettings, live_workers: Arc<AtomicUsize>) -> Self {
+        Self {
+            pool,
+            settings,
+            live_workers,
+            entries: Mutex::new(HashMap::new()),
+            room_freed: Arc::new(Notify::new()),
+            claim_us: AtomicU64::new(0),
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &ProtectSettings {
+        &self.settings
+    }
+
+    /// What each endpoint may still start in this worker, for the next claim: the endpoints
+    /// holding slots and how many (at most one entry per delivery in flight).
+    pub fn room(&self) -> Room {
+        let entries = self.entries.lock().expect("guard lock poisoned");
+        let held = entries
+            .iter()
+            .filter_map(|(id, entry)| {
+                let held = entry.cap.saturating_sub(entry.in_flight.available_permits());
+                (held > 0).then(|| (*id, u32::try_from(held).unwrap_or(u32::MAX)))
+            })
+            .collect();
+        Room { held, default_cap: self.settings.max_in_flight }
+    }
+
+    /// Reserves a slot of `endpoint`'s in-flight cap for a delivery just claimed; `None` when none
+    /// is free (its attempt then defers it).
+    pub fn reserve(&self, endpoint: &Endpoint) -> Option<Reservation> {
+        self.with_entry(endpoint, |entry| entry.take_slot(Instant::now(), &self.room_freed))
+    }
+
+    /// Notified whenever a slot is freed: a dispatcher whose claim left rows for want of room
+    /// waits on it before claiming again.
+    pub fn room_freed(&self) -> Arc<Notify> {
+        Arc::clone(&self.room_freed)
+    }
+
+    /// Records how long a claim took: an endpoint that frees a slot more often than that does not
+    /// need its backlog spread.
+    pub fn claim_took(&self, took: Duration) {
+        let sample = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let _ = self.claim_us.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |mean| {
+            Some(if mean == 0 { sample } else { (mean * 4 + sample) / 5 })
+        });
+    }
+
+    fn claim_ms(&self) -> f64 {
+        self.claim_us.load(Ordering::Relaxed) as f64 / 1000.0
+    }
+
+    fn workers(&self) -> usize {
+        self.live_workers.load(Ordering::Relaxed).max(1)
+    }
+
+    /// A claim left ready rows of these `endpoints` for want of room: spreads the backlog of
+    /// each that is slower than claims come, at its measured pace.
+    pub fn crowded(&self, endpoints: &[Uuid]) {
+        let (now, claim_ms, workers) = (Instant::now(), self.claim_ms(), self.workers());
+        let spreads: Vec<(Uuid, f64)> = {
+            let mut entries = self.entries.lock().expect("guard lock poisoned");
+            endpoints
+                .iter()
+                .filter_map(|id| {
+                    let entry = entries.get_mut(id)?;
+                    let service = entry.pace.crowded(now, entry.cap, claim_ms)?;
+                    Some((*id, pace::interval_ms(service, entry.cap, workers)))
+                })
+                .collect()
+        };
+        for (endpoint, interval_ms) in spreads {
+            self.spread(endpoint, interval_ms, Deferral::Saturation);
+        }
+    }
+
+    /// Decides whether delivery `delivery_id` to `endpoint` may be sent now, in the slot
+    /// `reserved` for it at claim time (or one taken now).
+    pub async fn admit(&self, endpoint: &Endpoint, delivery_id: i64, reserved: Option<Reservation>) -> Admission {
+        let recheck = endpoint.circuit.state != CircuitState::Closed
+            || self.with_entry(endpoint, |entry| entry.detector.failing());
+        let circuit = if recheck {
+            self.fresh_circuit(endpoint.id).await.unwrap_or_else(|| endpoint.circuit.clone())
+        } else {
+            endpoint.circuit.clone()
+        };
+        if !circuit.lets_through(delivery_id) {
+            let until = circuit.open_until.map(|t| (t - chrono::Utc::now()).to_std().unwrap_or_default());
+            let after = until.unwrap_or(self.settings.breaker.cooldown).max(Duration::from_secs(1));
+            metrics::protection_deferred(Deferral::Circuit, 1);
+            return Admission::Defer { after, outcome: DeliveryOutcome::Deferred, reason: Deferral::Circuit };
+        }
+        let workers = self.workers();
+        let (mut admission, spread) = self.with_entry(endpoint, |entry| {
+            let local = Local { workers, settings: &self.settings, freed: &self.room_freed };
+            admit_locally(entry, endpoint, &local, reserved)
+        });
+        match &mut admission {
+            Admission::Go(pass) if circuit.state == CircuitState::HalfOpen => pass.probe = Some(circuit),
+            Admission::Go(_) => {}
+            Admission::Defer { reason, .. } => metrics::protection_deferred(*reason, 1),
+        }
+        if let Some(interval_ms) = spread {
+            self.spread(endpoint.id, interval_ms, Deferral::RateLimit);
+        }
+        admission
+    }
+
+    /// Records how an attempt to `endpoint` went (`None`: it says nothing about the endpoint's
+    /// health), trips the fleet's circuit when the detector says so, and spreads a spread backlog
+    /// again when the endpoint's pace changed.
+    pub async fn record(&self, endpoint: Uuid, success: Option<bool>, elapsed: Duration) {
+        let Some(success) = success else { return };
+        let (now, claim_ms, workers) = (Instant::now(), self.claim_ms(), self.workers());
+        let (trip, respread) = {
+            let mut entries = self.entries.lock().expect("guard lock poisoned");
+            let Some(entry) = entries.get_mut(&endpoint) else { return };
+            entry.pace.answered(now, elapsed);
+            let respread = entry.pace.respread(now, entry.cap, claim_ms);
+            let respread = respread.map(|service| pace::interval_ms(service, entry.cap, workers));
+            (entry.detector.record(&self.settings.breaker, now, success), respread)
+        };
+        if let Some(interval_ms) = respread {
+            self.spread(endpoint, interval_ms, Deferral::Saturation);
+        }
+        if trip && let Err(err) = crate::engine::circuit::trip(&self.pool, endpoint, &self.settings.breaker).await {
+            tracing::warn!(endpoint.id = %endpoint, error = %err, "Opening the circuit failed");
+        }
+    }
+
+    /// Spreads `endpoint`'s waiting backlog `interval_ms` apart, in the background.
+    fn spread(&self, endpoint: Uuid, interval_ms: f64, reason: Deferral) {
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            match crate::engine::queue::spread_backlog(&pool, endpoint, interval_ms, SPREAD_HORIZON).await {
+                Ok(spread) => {
+                    metrics::protection_deferred(reason, u64::try_from(spread.later).unwrap_or(0));
+                    if spread.moved > 0 {
+                        tracing::info!(
+                            endpoint.id = %endpoint, moved = spread.moved, later = spread.later, interval_ms,
+                            reason = reason.as_str(),
+                            "Spread the backlog of endpoint {endpoint} {interval_ms:.3} ms apart"
+                        );
+                    }
+                }
+                Err(err) => tracing::warn!(endpoint.id = %endpoint, error = %err, "Spreading a backlog failed"),
+            }
+        });
+    }
+
+    fn with_entry<T>(&self, endpoint: &Endpoint, f: impl FnOnce(&mut Entry) -> T) -> T {
+        let cap = endpoint.max_in_flight.unwrap_or(self.settings.max_in_flight).max(1) as usize;
+        let mut entries = self.entries.lock().expect("guard lock poisoned");
+        let entry = entries.entry(endpoint.id).or_insert_with(|| Entry::new(cap, Instant::now()));
+        if entry.cap != cap {
+            // A changed cap takes effect with a fresh semaphore; requests in flight keep theirs.
+            entry.in_flight = Arc::new(Semaphore::new(cap));
+            entry.cap = cap;
+        }
+        f(entry)
+    }
+
+    async fn fresh_circuit(&self, endpoint: Uuid) -> Option<Circuit> {
+        crate::engine::circuit::load(&self.pool, endpoint).await.ok().flatten()
+    }
+}
+
+/// What [`admit_locally`] needs besides the entry.
+struct Local<'a> {
+    workers: usize,
+    settings: &'a ProtectSettings,
+    freed: &'a Arc<Notify>,
+}
+
+/// The in-memory part of admission: in-flight slot (reserved at claim time, or taken now), then
+/// rate limit. Returns the admission and, when the endpoint is throttled and was not spread
+/// lately, the interval to spread its backlog at.
+fn admit_locally(
+    entry: &mut Entry,
+    endpoint: &Endpoint,
+    local: &Local<'_>,
+    reserved: Option<Reservation>,
+) -> (Admission, Option<f64>) {
+    let (workers, settings) = (local.workers, local.settings);
+    let limit = endpoint.rate_limit.or(settings.rate_limit);
+    let burst = endpoint.burst.or(settings.burst).or(limit).unwrap_or(1);
+    match limit {
+        Some(limit) => {
+            let stale =
+                entry.throttle.as_ref().is_none_or(|t| t.limit != limit || t.burst != burst || t.workers != workers);
+            if stale {
+                entry.throttle = Some(Throttle {
+                    limit,
+                    burst,
+                    workers,
+                    limiter: RateLimiter::direct(pod_quota(limit, burst, workers)),
+                });
+            }
+        }
+        None => entry.throttle = None,
+    }
+    let now = Instant::now();
+    let Some(slot) = reserved.or_else(|| entry.take_slot(now, local.freed)) else {
+        // No slot: the claim admits by room, so this is a cap that changed or a claim that raced
+        // one. One delivery waits about one measured slot period; the backlog is not touched.
+        let period_ms = entry.pace.saturated_ms(now).max(1.0) / entry.cap as f64;
+        let after = defer(entry, now, Duration::ZERO, Duration::from_secs_f64(period_ms / 1000.0));
+        let admission = Admission::Defer { after, outcome: DeliveryOutcome::Deferred, reason: Deferral::Saturation };
+        return (admission, None);
+    };
+    if let Some(throttle) = &entry.throttle
+        && let Err(not_until) = throttle.limiter.check()
+    {
+        let wait = not_until.wait_time_from(DefaultClock::default().now());
+        let pod_period = Duration::from_secs_f64(workers as f64 / f64::from(throttle.limit));
+        let fleet_interval_ms = 1000.0 / f64::from(throttle.limit);
+        let after = defer(entry, now, wait, pod_period);
+        let spread = rate_spread_due(entry, now).then_some(fleet_interval_ms);
+        return (Admission::Defer { after, outcome: DeliveryOutcome::Throttled, reason: Deferral::RateLimit }, spread);
+    }
+    (Admission::Go(Pass { _slot: slot, probe: None }), None)
+}
+
+/// The next deferral slot: no earlier than `now + wait`, `period` after the previous one.
+fn defer(entry: &mut Entry, now: Instant, wait: Duration, period: Duration) -> Duration {
+    let slot = entry.cursor.max(now + wait);
+    entry.cursor = slot + period;
+    (slot - now).max(period)
+}
+
+fn rate_spread_due(entry: &mut Entry, now: Instant) -> bool {
+    if entry.rate_spread.is_some_and(|at| now.duration_since(at) < RATE_SPREAD_EVERY) {
+        return false;
+    }
+    entry.rate_spread = Some(now);
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deferrals_are_spread_one_period_apart() {
+        let now = Instant::now();
+        let mut entry = Entry::new(1, now);
+        let period = Duration::from_millis(100);
+        let waits: Vec<u128> =
+            (0..4).map(|_| defer(&mut entry, now, Duration::from_millis(50), period).as_millis()).collect();
+        assert_eq!(waits, [100, 150, 250, 350]);
+    }
+}
