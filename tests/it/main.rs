@@ -15,6 +15,7 @@ mod observe;
 mod operate;
 mod process;
 mod producer;
+mod protection;
 mod queue;
 mod support;
 mod tenants;
