@@ -21,6 +21,7 @@
 //! (`webhook_protection_deferred_total`). `docs/protection.md` explains the design.
 
 pub mod pace;
+mod slots;
 mod throttle;
 
 use std::collections::HashMap;
@@ -31,16 +32,18 @@ use std::time::Duration;
 use governor::RateLimiter;
 use governor::clock::{Clock, DefaultClock};
 use sqlx::PgPool;
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use uuid::Uuid;
 
 use self::pace::Pace;
+pub use self::slots::Reservation;
+use self::slots::Slots;
 use self::throttle::Throttle;
 pub use self::throttle::pod_quota;
 pub use crate::config::ProtectSettings;
 use crate::engine::endpoints::Endpoint;
-use crate::engine::queue::Room;
+use crate::engine::queue::{Held, Room};
 use crate::observe::metrics::{self, Deferral};
 use crate::policy::circuit::{Circuit, Detector};
 use crate::policy::states::{CircuitState, DeliveryOutcome};
@@ -52,22 +55,6 @@ pub enum Admission {
     Go(Pass),
     /// Not now: try again after this long, counted as `outcome` (throttled or deferred).
     Defer { after: Duration, outcome: DeliveryOutcome, reason: Deferral },
-}
-
-/// A slot of an endpoint's in-flight cap in this worker. Dropping it frees the slot and wakes a
-/// dispatcher waiting for room.
-#[derive(Debug)]
-pub struct Reservation {
-    permit: Option<OwnedSemaphorePermit>,
-    freed: Arc<Notify>,
-}
-
-impl Drop for Reservation {
-    fn drop(&mut self) {
-        // The slot first, so that the woken dispatcher sees it free.
-        drop(self.permit.take());
-        self.freed.notify_one();
-    }
 }
 
 /// Proof of an in-flight slot; dropping it frees the slot.
@@ -82,8 +69,7 @@ pub struct Pass {
 #[derive(Debug)]
 struct Entry {
     detector: Detector,
-    in_flight: Arc<Semaphore>,
-    cap: usize,
+    slots: Arc<Slots>,
     throttle: Option<Throttle>,
     /// The next time a deferred delivery may be scheduled (spreads deferrals).
     cursor: Instant,
@@ -94,11 +80,10 @@ struct Entry {
 }
 
 impl Entry {
-    fn new(cap: usize, now: Instant) -> Self {
+    fn new(cap: usize, now: Instant, freed: &Arc<Notify>) -> Self {
         Self {
             detector: Detector::default(),
-            in_flight: Arc::new(Semaphore::new(cap)),
-            cap,
+            slots: Slots::new(cap, Arc::clone(freed)),
             throttle: None,
             cursor: now,
             rate_spread: None,
@@ -106,12 +91,23 @@ impl Entry {
         }
     }
 
-    /// Takes a slot if one is free, noting when the endpoint goes from idle to busy.
-    fn take_slot(&mut self, now: Instant, freed: &Arc<Notify>) -> Option<Reservation> {
-        let was_idle = self.in_flight.available_permits() >= self.cap;
-        let permit = Arc::clone(&self.in_flight).try_acquire_owned().ok()?;
+    /// Takes a free slot, or with `ahead` a place in the endpoint's queue, noting when the
+    /// endpoint goes from idle to busy.
+    fn take_slot(&mut self, now: Instant, ahead: usize) -> Option<Reservation> {
+        let was_idle = self.slots.held() == 0;
+        let reservation = self.slots.reserve(ahead)?;
         self.pace.started(now, was_idle);
-        Some(Reservation { permit: Some(permit), freed: Arc::clone(freed) })
+        Some(reservation)
+    }
+
+    /// How many deliveries may be claimed for it beyond its cap, to wait here for a slot: two
+    /// caps' worth when it frees slots faster than claims come (as measured), so that a claim
+    /// refills the queue while a cap's worth still waits; none for a slow endpoint (they would
+    /// only hold worker slots) or a rate-limited one (they would be throttled).
+    fn ahead(&self, now: Instant, claim_ms: f64) -> usize {
+        let cap = self.slots.cap();
+        let fast = self.throttle.is_none() && self.pace.frees_slots_faster_than_claims(now, cap, claim_ms);
+        if fast { 2 * cap } else { 0 }
     }
 }
 
@@ -127,6 +123,9 @@ pub struct Guard {
     claim_us: AtomicU64,
 }
 
+/// How long a delivery claimed ahead waits for a slot at most; longer means its endpoint is no
+/// longer fast, and it goes back to the queue.
+const QUEUE_WAIT: Duration = Duration::from_secs(1);
 /// How far ahead a saturated endpoint's backlog is spread at most per call.
 const SPREAD_HORIZON: Duration = Duration::from_secs(3600);
 /// A worker spreads one endpoint's backlog at its rate limit at most this often.
@@ -150,23 +149,30 @@ impl Guard {
     }
 
     /// What each endpoint may still start in this worker, for the next claim: the endpoints
-    /// holding slots and how many (at most one entry per delivery in flight).
+    /// holding slots, how many, and how many more they may have queued (at most one entry per
+    /// delivery held).
     pub fn room(&self) -> Room {
+        let (now, claim_ms) = (Instant::now(), self.claim_ms());
         let entries = self.entries.lock().expect("guard lock poisoned");
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
         let held = entries
             .iter()
             .filter_map(|(id, entry)| {
-                let held = entry.cap.saturating_sub(entry.in_flight.available_permits());
-                (held > 0).then(|| (*id, u32::try_from(held).unwrap_or(u32::MAX)))
+                let held = entry.slots.held();
+                (held > 0).then(|| Held { endpoint: *id, held: count(held), ahead: count(entry.ahead(now, claim_ms)) })
             })
             .collect();
         Room { held, default_cap: self.settings.max_in_flight }
     }
 
-    /// Reserves a slot of `endpoint`'s in-flight cap for a delivery just claimed; `None` when none
-    /// is free (its attempt then defers it).
+    /// Reserves a slot of `endpoint`'s in-flight cap for a delivery just claimed, or a place in
+    /// its queue for one; `None` when neither is free (its attempt then defers it).
     pub fn reserve(&self, endpoint: &Endpoint) -> Option<Reservation> {
-        self.with_entry(endpoint, |entry| entry.take_slot(Instant::now(), &self.room_freed))
+        let (now, claim_ms) = (Instant::now(), self.claim_ms());
+        self.with_entry(endpoint, |entry| {
+            let ahead = entry.ahead(now, claim_ms);
+            entry.take_slot(now, ahead)
+        })
     }
 
     /// Notified whenever a slot is freed: a dispatcher whose claim left rows for want of room
@@ -202,8 +208,9 @@ impl Guard {
                 .iter()
                 .filter_map(|id| {
                     let entry = entries.get_mut(id)?;
-                    let service = entry.pace.crowded(now, entry.cap, claim_ms)?;
-                    Some((*id, pace::interval_ms(service, entry.cap, workers)))
+                    let cap = entry.slots.cap();
+                    let service = entry.pace.crowded(now, cap, claim_ms)?;
+                    Some((*id, pace::interval_ms(service, cap, workers)))
                 })
                 .collect()
         };
@@ -213,8 +220,12 @@ impl Guard {
     }
 
     /// Decides whether delivery `delivery_id` to `endpoint` may be sent now, in the slot
-    /// `reserved` for it at claim time (or one taken now).
+    /// `reserved` for it at claim time (waiting for it if it was queued), or one taken now.
     pub async fn admit(&self, endpoint: &Endpoint, delivery_id: i64, reserved: Option<Reservation>) -> Admission {
+        let reserved = match reserved {
+            Some(mut reservation) => reservation.ready(QUEUE_WAIT).await.then_some(reservation),
+            None => None,
+        };
         let recheck = endpoint.circuit.state != CircuitState::Closed
             || self.with_entry(endpoint, |entry| entry.detector.failing());
         let circuit = if recheck {
@@ -229,10 +240,8 @@ impl Guard {
             return Admission::Defer { after, outcome: DeliveryOutcome::Deferred, reason: Deferral::Circuit };
         }
         let workers = self.workers();
-        let (mut admission, spread) = self.with_entry(endpoint, |entry| {
-            let local = Local { workers, settings: &self.settings, freed: &self.room_freed };
-            admit_locally(entry, endpoint, &local, reserved)
-        });
+        let (mut admission, spread) =
+            self.with_entry(endpoint, |entry| admit_locally(entry, endpoint, (workers, &self.settings), reserved));
         match &mut admission {
             Admission::Go(pass) if circuit.state == CircuitState::HalfOpen => pass.probe = Some(circuit),
             Admission::Go(_) => {}
@@ -253,9 +262,10 @@ impl Guard {
         let (trip, respread) = {
             let mut entries = self.entries.lock().expect("guard lock poisoned");
             let Some(entry) = entries.get_mut(&endpoint) else { return };
+            let cap = entry.slots.cap();
             entry.pace.answered(now, elapsed);
-            let respread = entry.pace.respread(now, entry.cap, claim_ms);
-            let respread = respread.map(|service| pace::interval_ms(service, entry.cap, workers));
+            let respread = entry.pace.respread(now, cap, claim_ms);
+            let respread = respread.map(|service| pace::interval_ms(service, cap, workers));
             (entry.detector.record(&self.settings.breaker, now, success), respread)
         };
         if let Some(interval_ms) = respread {
@@ -289,11 +299,10 @@ impl Guard {
     fn with_entry<T>(&self, endpoint: &Endpoint, f: impl FnOnce(&mut Entry) -> T) -> T {
         let cap = endpoint.max_in_flight.unwrap_or(self.settings.max_in_flight).max(1) as usize;
         let mut entries = self.entries.lock().expect("guard lock poisoned");
-        let entry = entries.entry(endpoint.id).or_insert_with(|| Entry::new(cap, Instant::now()));
-        if entry.cap != cap {
-            // A changed cap takes effect with a fresh semaphore; requests in flight keep theirs.
-            entry.in_flight = Arc::new(Semaphore::new(cap));
-            entry.cap = cap;
+        let entry = entries.entry(endpoint.id).or_insert_with(|| Entry::new(cap, Instant::now(), &self.room_freed));
+        if entry.slots.cap() != cap {
+            // A changed cap takes effect with fresh slots; requests in flight keep theirs.
+            entry.slots = Slots::new(cap, Arc::clone(&self.room_freed));
         }
         f(entry)
     }
@@ -303,23 +312,15 @@ impl Guard {
     }
 }
 
-/// What [`admit_locally`] needs besides the entry.
-struct Local<'a> {
-    workers: usize,
-    settings: &'a ProtectSettings,
-    freed: &'a Arc<Notify>,
-}
-
 /// The in-memory part of admission: in-flight slot (reserved at claim time, or taken now), then
 /// rate limit. Returns the admission and, when the endpoint is throttled and was not spread
 /// lately, the interval to spread its backlog at.
 fn admit_locally(
     entry: &mut Entry,
     endpoint: &Endpoint,
-    local: &Local<'_>,
+    (workers, settings): (usize, &ProtectSettings),
     reserved: Option<Reservation>,
 ) -> (Admission, Option<f64>) {
-    let (workers, settings) = (local.workers, local.settings);
     let limit = endpoint.rate_limit.or(settings.rate_limit);
     let burst = endpoint.burst.or(settings.burst).or(limit).unwrap_or(1);
     match limit {
@@ -338,10 +339,14 @@ fn admit_locally(
         None => entry.throttle = None,
     }
     let now = Instant::now();
-    let Some(slot) = reserved.or_else(|| entry.take_slot(now, local.freed)) else {
+    let slot = match reserved {
+        Some(slot) => Some(slot),
+        None => entry.take_slot(now, 0),
+    };
+    let Some(slot) = slot else {
         // No slot: the claim admits by room, so this is a cap that changed or a claim that raced
         // one. One delivery waits about one measured slot period; the backlog is not touched.
-        let period_ms = entry.pace.saturated_ms(now).max(1.0) / entry.cap as f64;
+        let period_ms = entry.pace.saturated_ms(now).max(1.0) / entry.slots.cap() as f64;
         let after = defer(entry, now, Duration::ZERO, Duration::from_secs_f64(period_ms / 1000.0));
         let admission = Admission::Defer { after, outcome: DeliveryOutcome::Deferred, reason: Deferral::Saturation };
         return (admission, None);
@@ -381,7 +386,7 @@ mod tests {
     #[test]
     fn deferrals_are_spread_one_period_apart() {
         let now = Instant::now();
-        let mut entry = Entry::new(1, now);
+        let mut entry = Entry::new(1, now, &Arc::new(Notify::new()));
         let period = Duration::from_millis(100);
         let waits: Vec<u128> =
             (0..4).map(|_| defer(&mut entry, now, Duration::from_millis(50), period).as_millis()).collect();

@@ -85,6 +85,12 @@ impl Pace {
         Some(service)
     }
 
+    /// Whether, as measured (it has answered), it frees one of its `slots` at least once per claim
+    /// of `claim_ms`: then deliveries claimed ahead of a slot wait less than a claim would take.
+    pub fn frees_slots_faster_than_claims(&self, now: Instant, slots: usize, claim_ms: f64) -> bool {
+        self.service_ms.is_some() && !slower_than_claims(self.saturated_ms(now), slots, claim_ms)
+    }
+
     /// After an answer: when a spread stands and the measured time has since halved or doubled,
     /// the service time to spread the backlog again at. When the endpoint is now fast enough to
     /// need no spread, this is the last one: it pulls the backlog back to the endpoint's pace.

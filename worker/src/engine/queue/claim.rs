@@ -49,15 +49,17 @@ WITH window_rows AS MATERIALIZED (
     FOR NO KEY UPDATE OF d SKIP LOCKED
 ), admitted AS MATERIALIZED (
     -- Admission at claim time: of each endpoint, no more rows than it may still start in this
-    -- worker (its in-flight cap less the requests the worker holds, $7/$8; the cap is the
-    -- endpoint's own or $9; no cap at all when $9 is NULL). The window is at most $1 rows, so this
-    -- costs the same whatever the backlog. Rows left here are unlocked when the statement ends.
+    -- worker: its in-flight cap (its own, or $9; no cap at all when $9 is NULL), plus what it may
+    -- queue in the worker ahead of a slot ($10), less what the worker holds ($8). The window is at
+    -- most $1 rows, so this costs the same whatever the backlog. Rows left here are unlocked when
+    -- the statement ends.
     SELECT w.id, w.endpoint_id, w.run_at,
            $9::integer IS NULL
            OR row_number() OVER (PARTITION BY w.endpoint_id ORDER BY w.run_at, w.id)
-              <= coalesce(e.max_in_flight, $9::integer) - coalesce(held.n, 0) AS fits
+              <= coalesce(e.max_in_flight, $9::integer) + coalesce(held.ahead, 0) - coalesce(held.n, 0) AS fits
     FROM window_rows w
-    LEFT JOIN unnest($7::uuid[], $8::integer[]) AS held(endpoint_id, n) ON held.endpoint_id = w.endpoint_id
+    LEFT JOIN unnest($7::uuid[], $8::integer[], $10::integer[]) AS held(endpoint_id, n, ahead)
+           ON held.endpoint_id = w.endpoint_id
     LEFT JOIN webhook.endpoints e ON e.id = w.endpoint_id
 ), claimed AS (
     UPDATE webhook.deliveries d
@@ -116,21 +118,31 @@ impl WindowRow {
     }
 }
 
-/// How many more requests each endpoint may start in this worker, for a claim that admits at
-/// claim time: an endpoint's cap (its own, or `default_cap`) less what the worker `held`s of it.
+/// How many more rows of each endpoint a claim may take for this worker: an endpoint's in-flight
+/// cap (its own, or `default_cap`) plus what it may queue ahead, less what the worker holds.
 #[derive(Debug, Clone, Default)]
 pub struct Room {
-    /// Endpoints with requests held in this worker (reserved or in flight), and how many.
-    pub held: Vec<(Uuid, u32)>,
+    /// The endpoints this worker holds deliveries of.
+    pub held: Vec<Held>,
     /// The cap of an endpoint that sets none.
     pub default_cap: u32,
 }
 
+/// What a worker holds of one endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub endpoint: Uuid,
+    /// Deliveries in flight, reserved or queued for a slot.
+    pub held: u32,
+    /// How many it may hold beyond its cap, queued for a slot.
+    pub ahead: u32,
+}
+
 impl Room {
     fn holding(&mut self, endpoint: Uuid, more: u32) {
-        match self.held.iter_mut().find(|(id, _)| *id == endpoint) {
-            Some((_, n)) => *n += more,
-            None => self.held.push((endpoint, more)),
+        match self.held.iter_mut().find(|h| h.endpoint == endpoint) {
+            Some(h) => h.held += more,
+            None => self.held.push(Held { endpoint, held: more, ahead: 0 }),
         }
     }
 }
@@ -295,8 +307,10 @@ pub async fn claim_window(
         ScanFrom::After(run_at, id) => (Some(run_at), Some(id)),
     };
     let held = room.map(|r| r.held.as_slice()).unwrap_or_default();
-    let endpoints: Vec<Uuid> = held.iter().map(|(id, _)| *id).collect();
-    let counts: Vec<i32> = held.iter().map(|(_, n)| i32::try_from(*n).unwrap_or(i32::MAX)).collect();
+    let int = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    let endpoints: Vec<Uuid> = held.iter().map(|h| h.endpoint).collect();
+    let counts: Vec<i32> = held.iter().map(|h| int(h.held)).collect();
+    let ahead: Vec<i32> = held.iter().map(|h| int(h.ahead)).collect();
     let rows: Vec<WindowRow> = sqlx::query_as(CLAIM_BATCH)
         .bind(i64::try_from(claim.limit).unwrap_or(i64::MAX))
         .bind(claim.worker_id)
@@ -306,7 +320,8 @@ pub async fn claim_window(
         .bind(id)
         .bind(endpoints)
         .bind(counts)
-        .bind(room.map(|r| i32::try_from(r.default_cap).unwrap_or(i32::MAX)))
+        .bind(room.map(|r| int(r.default_cap)))
+        .bind(ahead)
         .fetch_all(pool)
         .await?;
     Ok(Claimed::of(rows))

@@ -15,7 +15,7 @@ mod complete;
 mod schedule;
 
 pub use self::claim::{
-    Claim, Claimed, ClaimedDelivery, Room, ScanFrom, ScanPosition, claim_batch, claim_batch_from, claim_resuming,
+    Claim, Claimed, ClaimedDelivery, Held, Room, ScanFrom, ScanPosition, claim_batch, claim_batch_from, claim_resuming,
     claim_window,
 };
 pub use self::complete::{Completed, complete_batch, defer_reopened_backlog};
