@@ -24,6 +24,10 @@ pub struct Sizes {
     pub long_run_seconds: f64,
     pub naive_rows: u64,
     pub naive_connections: usize,
+    /// Deliveries to the one hot endpoint, and over the skewed endpoints, of the skew phase.
+    pub skew_hot_rows: u64,
+    pub skew_rows: u64,
+    pub skew_endpoints: usize,
 }
 
 impl Sizes {
@@ -41,6 +45,9 @@ impl Sizes {
             long_run_seconds: 600.0,
             naive_rows: 20_000,
             naive_connections: 32,
+            skew_hot_rows: 30_000,
+            skew_rows: 60_000,
+            skew_endpoints: 1_000,
         }
     }
 
@@ -58,6 +65,9 @@ impl Sizes {
             long_run_seconds: 15.0,
             naive_rows: 2_000,
             naive_connections: 32,
+            skew_hot_rows: 3_000,
+            skew_rows: 5_000,
+            skew_endpoints: 100,
         }
     }
 }

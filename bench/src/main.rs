@@ -5,7 +5,8 @@
 //! - [`rig`]: the database (throwaway durable cluster or a fresh database on a given server),
 //!   endpoints, filling and emptying the queue; [`sink`]: the receiver; [`fleet`]: worker
 //!   processes; [`procstat`]: CPU and memory from `/proc`; [`bench`]: the shared context.
-//! - Phases: [`ceiling`], [`throughput`], [`latency`], [`memory`], [`naive`], [`backlog`].
+//! - Phases: [`ceiling`], [`throughput`], [`latency`], [`memory`], [`naive`], [`backlog`],
+//!   [`skew`].
 //! - Output: [`results`] (the JSON), [`targets`], [`report`] (Markdown), [`plot`] (SVG).
 
 mod backlog;
@@ -21,6 +22,7 @@ mod report;
 mod results;
 mod rig;
 mod sink;
+mod skew;
 mod targets;
 mod throughput;
 
@@ -35,13 +37,13 @@ use webhook_worker::testkit::receiver::{TestCa, server_config};
 
 use crate::bench::{Bench, Sizes};
 use crate::fleet::FleetConfig;
-use crate::results::{BacklogRun, Ceiling, Machine, MemoryRun, NaiveRun, Results, Setup};
+use crate::results::{BacklogRun, Ceiling, Machine, MemoryRun, NaiveRun, Results, Setup, SkewRun};
 use crate::rig::Rig;
 use crate::sink::Sink;
 
 /// Benchmarks webhook-delivery on this machine: database ceiling, end-to-end throughput with 1,
-/// 2 and 4 workers, latency at offered load, memory, a large backlog over a long run, and a naive
-/// baseline. Starts everything it needs on loopback.
+/// 2 and 4 workers, latency at offered load, memory, a large backlog over a long run, a naive
+/// baseline, and the in-flight cap under skewed traffic. Starts everything it needs on loopback.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -91,6 +93,7 @@ enum Phase {
     Memory,
     Naive,
     Backlog,
+    Skew,
 }
 
 fn main() -> ExitCode {
@@ -193,6 +196,17 @@ async fn phases(
         eprintln!("Phase 4: backlog and long run");
         backlog = backlog::run(bench, &throughput).await?;
     }
+    let mut skew = SkewRun::default();
+    if runs(Phase::Skew) {
+        eprintln!("Phase 6: skew (one hot endpoint; a Zipf-like distribution) under the in-flight cap");
+        skew = skew::run(bench).await?;
+        eprintln!(
+            "  one endpoint: default cap at {:.0} % of cap 512; Zipf-like (hottest {:.0} %) at {:.0} % of even",
+            100.0 * skew.hot_ratio,
+            100.0 * skew.hottest_share,
+            100.0 * skew.zipf_ratio
+        );
+    }
     let mut results = Results {
         date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
         mode: if args.quick { "quick" } else { "full" }.to_owned(),
@@ -210,6 +224,7 @@ async fn phases(
         memory,
         backlog,
         naive,
+        skew,
         targets: Vec::new(),
         total_seconds: 0.0,
     };

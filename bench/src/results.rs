@@ -19,6 +19,9 @@ pub struct Results {
     pub memory: MemoryRun,
     pub backlog: BacklogRun,
     pub naive: NaiveRun,
+    /// Absent from runs before the phase existed.
+    #[serde(default)]
+    pub skew: SkewRun,
     pub targets: Vec<Target>,
     /// Wall-clock seconds the whole run took.
     pub total_seconds: f64,
@@ -169,6 +172,43 @@ pub struct NaiveRun {
     pub per_second: f64,
     pub ratio_to_ceiling: f64,
     pub postgres_cpu_us_per_delivery: f64,
+}
+
+/// Phase 6: the per-endpoint in-flight cap under skewed traffic, each case against its baseline
+/// in the same run.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct SkewRun {
+    pub workers: usize,
+    /// One endpoint receives every delivery: with the default in-flight cap, and with it at 512.
+    pub hot_default: Drain,
+    pub hot_open: Drain,
+    /// `hot_default.per_second` ÷ `hot_open.per_second`.
+    pub hot_ratio: f64,
+    /// Zipf-like traffic over `endpoints` endpoints (the hottest takes `hottest_share`), and the
+    /// same number of deliveries spread evenly over them; both with the default cap.
+    pub endpoints: usize,
+    pub hottest_share: f64,
+    pub zipf_exponent: f64,
+    pub zipf: Drain,
+    pub even: Drain,
+    /// `zipf.per_second` ÷ `even.per_second`.
+    pub zipf_ratio: f64,
+}
+
+/// One drain of a pre-filled queue.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Drain {
+    /// The workers' `WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT`.
+    pub cap: u32,
+    pub deliveries: u64,
+    /// First to last arrival at the receiver.
+    pub seconds: f64,
+    pub per_second: f64,
+    /// Most requests the receiver held at once (all endpoints).
+    pub peak_in_flight: u64,
+    /// Deliveries the workers' protection moved into the future, all reasons
+    /// (`webhook_protection_deferred_total`).
+    pub deferred: u64,
 }
 
 /// One target of the benchmark issue and whether this run met it.

@@ -99,12 +99,44 @@ impl Rig {
         secrets: &[(String, SigningSecret)],
         url_of: impl Fn(&str) -> String,
     ) -> anyhow::Result<()> {
+        let created = self.create_endpoints(secrets, url_of).await?;
+        self.endpoints.extend(created);
+        Ok(())
+    }
+
+    /// Registers one endpoint per `(path, secret)` like [`Rig::add_endpoints`], for one phase:
+    /// returns their ids in order, and [`Rig::fill`] does not use them.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn create_endpoints(
+        &self,
+        secrets: &[(String, SigningSecret)],
+        url_of: impl Fn(&str) -> String,
+    ) -> anyhow::Result<Vec<Uuid>> {
         let key_ring = KeyRing::parse(&self.key_ring_text)?;
+        let mut ids = Vec::with_capacity(secrets.len());
         for (path, secret) in secrets {
             let changes = Changes { url: Some(url_of(path)), ..Changes::default() };
-            self.endpoints.push(endpoints::create(&self.pool, &key_ring, &changes, secret).await?);
+            ids.push(endpoints::create(&self.pool, &key_ring, &changes, secret).await?);
         }
-        Ok(())
+        Ok(ids)
+    }
+
+    /// Inserts one ready delivery per entry of `endpoints`, for that endpoint, in that order, in
+    /// one statement (like a producer's `INSERT … SELECT`); then VACUUM ANALYZE.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn fill_for(&self, endpoints: &[Uuid]) -> anyhow::Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(fill_sql("")))
+            .bind(endpoints)
+            .bind(0_i64)
+            .bind(i64::try_from(endpoints.len())?)
+            .execute(&self.pool)
+            .await
+            .context("filling the queue")?;
+        self.vacuum().await
     }
 
     /// Inserts `n` ready deliveries spread over the endpoints, in statements of at most 250,000

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher as _, BuildHasherDefault, DefaultHasher};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -21,7 +21,7 @@ use webhook_worker::policy::signing::{self, SigningSecret};
 
 #[derive(Debug, Default)]
 struct State {
-    secrets: HashMap<String, SigningSecret>,
+    secrets: RwLock<HashMap<String, SigningSecret>>,
     seen: Mutex<HashSet<u64, BuildHasherDefault<DefaultHasher>>>,
     arrivals: Mutex<Option<Vec<(String, i64)>>>,
     delay_ms: AtomicU64,
@@ -55,7 +55,7 @@ impl Sink {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (count_tx, count) = watch::channel(0);
-        let state = Arc::new(State { secrets, count: Some(count_tx), ..State::default() });
+        let state = Arc::new(State { secrets: RwLock::new(secrets), count: Some(count_tx), ..State::default() });
         let accept =
             tokio::spawn(accept_loop(listener, tls.clone().map(tokio_rustls::TlsAcceptor::from), Arc::clone(&state)));
         Ok(Self { addr, tls: tls.is_some(), state, count, accept })
@@ -65,6 +65,11 @@ impl Sink {
     pub fn url(&self, path: &str) -> String {
         let scheme = if self.tls { "https://localhost" } else { "http://127.0.0.1" };
         format!("{scheme}:{}{path}", self.addr.port())
+    }
+
+    /// Verifies signatures on more paths from now on (endpoints a phase adds).
+    pub fn add_secrets(&self, more: impl IntoIterator<Item = (String, SigningSecret)>) {
+        self.state.secrets.write().unwrap_or_else(PoisonError::into_inner).extend(more);
     }
 
     /// Requests so far.
@@ -165,7 +170,7 @@ async fn handle(state: Arc<State>, request: Request<Incoming>) -> Result<Respons
     let arrived_us = chrono::Utc::now().timestamp_micros();
     let in_flight = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
     state.peak_in_flight.fetch_max(in_flight, Ordering::SeqCst);
-    let valid = state.secrets.get(&path).is_some_and(|secret| {
+    let valid = state.secrets.read().unwrap_or_else(PoisonError::into_inner).get(&path).is_some_and(|secret| {
         timestamp.parse().is_ok_and(|ts| signing::verify(secret, &msg_id, ts, &body, &signature))
     });
     if !valid {

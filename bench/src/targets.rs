@@ -21,6 +21,8 @@ const FLAT_MAX_RATIO: f64 = 1.1;
 const MAX_RSS_MIB: f64 = 64.0;
 const MIN_IN_FLIGHT: u64 = 1_000;
 const MAX_WORKER_CPU_US: f64 = 50.0;
+/// Issue 17: the in-flight cap costs a healthy endpoint at most a fifth of its rate.
+const MIN_SKEW_RATIO: f64 = 0.8;
 
 /// One [`Target`] per target of the benchmark issue, in the issue's order, with `met` computed
 /// from `r`'s numbers (a target whose phase did not run is not met).
@@ -35,6 +37,8 @@ pub fn evaluate(r: &Results) -> Vec<Target> {
         long_run(r),
         memory(r),
         worker_cpu(r),
+        hot_endpoint(r),
+        skewed_traffic(r),
     ]
 }
 
@@ -155,6 +159,39 @@ fn worker_cpu(r: &Results) -> Target {
     target(name, goal, measured, run.worker_cpu_us_per_delivery <= MAX_WORKER_CPU_US)
 }
 
+fn hot_endpoint(r: &Results) -> Target {
+    let (name, goal) = ("One hot endpoint under the default in-flight cap", "≥ 80 % of its rate with the cap at 512");
+    let k = &r.skew;
+    if k.hot_default.deliveries == 0 || k.hot_open.deliveries == 0 {
+        return not_measured(name, goal);
+    }
+    let measured = format!(
+        "{} ({} vs {} deliveries/s, {} deliveries)",
+        percent(k.hot_ratio),
+        rate(k.hot_default.per_second),
+        rate(k.hot_open.per_second),
+        thousands(k.hot_default.deliveries)
+    );
+    target(name, goal, measured, k.hot_ratio >= MIN_SKEW_RATIO)
+}
+
+fn skewed_traffic(r: &Results) -> Target {
+    let (name, goal) = ("Skewed traffic (hottest endpoint ~30 %)", "≥ 80 % of the evenly spread rate");
+    let k = &r.skew;
+    if k.zipf.deliveries == 0 || k.even.deliveries == 0 {
+        return not_measured(name, goal);
+    }
+    let measured = format!(
+        "{} ({} vs {} deliveries/s over {} endpoints, the hottest taking {})",
+        percent(k.zipf_ratio),
+        rate(k.zipf.per_second),
+        rate(k.even.per_second),
+        thousands(k.endpoints as u64),
+        percent(k.hottest_share)
+    );
+    target(name, goal, measured, k.zipf_ratio >= MIN_SKEW_RATIO)
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
@@ -260,11 +297,35 @@ pub(crate) mod tests {
                 ratio_to_ceiling: 2_700.0 / ceiling,
                 postgres_cpu_us_per_delivery: 120.4,
             },
+            skew: skew_sample(),
             targets: Vec::new(),
             total_seconds: 2_950.0,
         };
         r.targets = evaluate(&r);
         r
+    }
+
+    fn skew_sample() -> SkewRun {
+        let drain = |cap: u32, deliveries: u64, per_second: f64| Drain {
+            cap,
+            deliveries,
+            seconds: deliveries as f64 / per_second,
+            per_second,
+            peak_in_flight: u64::from(cap.min(256)),
+            deferred: 0,
+        };
+        SkewRun {
+            workers: 1,
+            hot_default: drain(32, 30_000, 4_700.0),
+            hot_open: drain(512, 30_000, 4_900.0),
+            hot_ratio: 4_700.0 / 4_900.0,
+            endpoints: 1_000,
+            hottest_share: 0.3,
+            zipf_exponent: 1.2,
+            zipf: drain(32, 60_000, 4_500.0),
+            even: drain(32, 60_000, 4_800.0),
+            zipf_ratio: 4_500.0 / 4_800.0,
+        }
     }
 
     fn find(r: &Results, name_starts: &str) -> Target {
@@ -276,7 +337,20 @@ pub(crate) mod tests {
 
     #[test]
     fn one_target_per_issue_target() {
-        assert_eq!(evaluate(&sample()).len(), 8);
+        assert_eq!(evaluate(&sample()).len(), 10);
+    }
+
+    #[test]
+    fn skew_targets_compare_within_the_run() {
+        let mut r = sample();
+        let t = find(&r, "One hot endpoint");
+        assert!(t.met, "{t:?}");
+        assert_eq!(t.measured, "96 % (4,700 vs 4,900 deliveries/s, 30,000 deliveries)");
+        assert!(find(&r, "Skewed traffic").met);
+        r.skew.hot_ratio = 320.0 / 4_900.0;
+        assert!(!find(&r, "One hot endpoint").met, "the rate of issue 17");
+        r.skew = SkewRun::default();
+        assert_eq!(find(&r, "Skewed traffic").measured, "not measured");
     }
 
     #[test]

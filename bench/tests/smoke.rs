@@ -53,7 +53,12 @@ fn quick_mode_runs_every_phase_and_writes_every_output() {
     assert!(results["memory"]["peak_rss_mib"].as_f64().unwrap() > 0.0);
     assert!(results["naive"]["per_second"].as_f64().unwrap() > 0.0);
     assert!(results["backlog"]["deliveries"].as_u64().unwrap() > 0);
-    assert_eq!(results["targets"].as_array().unwrap().len(), 8);
+    let skew = &results["skew"];
+    for case in ["hot_default", "hot_open", "zipf", "even"] {
+        assert!(skew[case]["per_second"].as_f64().unwrap() > 0.0, "the skew phase drained {case}: {skew}");
+    }
+    assert!(skew["hot_default"]["peak_in_flight"].as_u64().unwrap() <= 32, "the default cap held: {skew}");
+    assert_eq!(results["targets"].as_array().unwrap().len(), 10);
 
     let report = std::fs::read_to_string(&report).unwrap();
     assert!(report.contains("<!-- bench:results:begin -->") && report.contains("<!-- bench:results:end -->"));
