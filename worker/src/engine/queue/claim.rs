@@ -56,11 +56,13 @@ WITH window_rows AS MATERIALIZED (
     SELECT w.id, w.endpoint_id, w.run_at,
            $9::integer IS NULL
            OR row_number() OVER (PARTITION BY w.endpoint_id ORDER BY w.run_at, w.id)
-              <= coalesce(e.max_in_flight, $9::integer) + coalesce(held.ahead, 0) - coalesce(held.n, 0) AS fits
+              -- The endpoint's own cap is a primary-key probe per window row, written as a scalar
+              -- subquery so that it stays one (a join plans as a scan of every endpoint).
+              <= coalesce((SELECT e.max_in_flight FROM webhook.endpoints e WHERE e.id = w.endpoint_id), $9::integer)
+                 + coalesce(held.ahead, 0) - coalesce(held.n, 0) AS fits
     FROM window_rows w
     LEFT JOIN unnest($7::uuid[], $8::integer[], $10::integer[]) AS held(endpoint_id, n, ahead)
            ON held.endpoint_id = w.endpoint_id
-    LEFT JOIN webhook.endpoints e ON e.id = w.endpoint_id
 ), claimed AS (
     UPDATE webhook.deliveries d
     SET state = 'running',
@@ -70,16 +72,17 @@ WITH window_rows AS MATERIALIZED (
         lease_expires_at = now() + make_interval(secs => $3)
     FROM admitted a
     WHERE d.id = a.id AND a.fits
-    RETURNING d.id, d.message_id, d.event_type, d.attempt, d.lease_token, d.created_at,
-              octet_length(d.payload::text)::bigint AS payload_bytes,
+    RETURNING d.id, d.endpoint_id, d.run_at, true AS claimed, d.message_id, d.event_type, d.attempt, d.lease_token,
+              d.created_at, octet_length(d.payload::text)::bigint AS payload_bytes,
               CASE WHEN octet_length(d.payload::text) <= $4 THEN d.payload::text END AS payload
 )
 -- Every row of the window, claimed or left: the caller learns which endpoints were crowded and
--- whether the ready index ran out (fewer rows than $1) or the caps stopped the claim.
-SELECT a.id, a.endpoint_id, a.run_at, c.id IS NOT NULL AS claimed, c.message_id, c.event_type, c.attempt,
-       c.lease_token, c.created_at, c.payload_bytes, c.payload
-FROM admitted a LEFT JOIN claimed c ON c.id = a.id
-ORDER BY a.run_at, a.id
+-- whether the ready index ran out (fewer rows than $1) or the caps stopped the claim. A union,
+-- not a join, so that the plan stays as cheap as the claim itself.
+SELECT * FROM claimed
+UNION ALL
+SELECT a.id, a.endpoint_id, a.run_at, false, NULL, NULL, NULL, NULL, NULL, NULL, NULL
+FROM admitted a WHERE NOT a.fits
 "#;
 
 /// One row of a claim's window: claimed (every field set) or left for want of room.
@@ -156,7 +159,7 @@ pub struct Claimed {
     pub crowded: Vec<Uuid>,
     /// Rows the claim's window held (claimed or left); fewer than asked: the ready index ran out.
     pub scanned: usize,
-    /// The `(run_at, id)` of the window's first row.
+    /// The smallest `(run_at, id)` of the window.
     pub start: Option<(DateTime<Utc>, i64)>,
 }
 
