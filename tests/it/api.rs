@@ -8,6 +8,8 @@ use serde_json::{Value, json};
 use webhook_worker::policy::signing::SigningSecret;
 use webhook_worker::testkit::receiver::Receiver;
 
+use webhook_worker::admin::ids::Scope;
+
 use crate::support::api::TestApi;
 use crate::support::python::{python, script};
 use crate::support::{TestDb, TestWorker, settings};
@@ -268,4 +270,73 @@ async fn the_api_keeps_to_its_openapi_document_under_schemathesis() {
     api.stop().await;
     assert!(ok, "schemathesis found a problem:\n{stdout}\n{stderr}");
     eprintln!("{stdout}");
+}
+
+#[tokio::test]
+async fn a_token_over_its_rate_gets_429_with_retry_after_and_others_are_unaffected() {
+    let db = TestDb::new().await;
+    let api = TestApi::start_with(&db, 1 << 20, |args| {
+        args.rate_limit = 1;
+        args.rate_limit_burst = 3;
+    })
+    .await;
+    let app = webhook_worker::admin::applications::find(&db.pool, Scope::All, "default").await.unwrap().id;
+    let scoped = TestApi::scoped_token(&db, app).await;
+    for n in 0..3 {
+        let reply = api.request("GET", "/api/v1/app", None).await;
+        assert_eq!(reply.status, 200, "request {n} is within the burst: {:?}", reply.body);
+    }
+    // The bucket refills at one request a second: of a few more quick ones, one is refused.
+    let (mut created, mut refused) = (0, None);
+    for n in 0..5 {
+        let reply = api.request("POST", "/api/v1/app", Some(&json!({"name": format!("over-{n}")}).to_string())).await;
+        match reply.status {
+            201 => created += 1,
+            _ => {
+                refused = Some(reply);
+                break;
+            }
+        }
+    }
+    let refused = refused.expect("a token over its rate is refused");
+    assert_eq!((refused.status, refused.body["code"].as_str()), (429, Some("rate_limited")), "{:?}", refused.body);
+    assert_eq!(refused.retry_after.as_deref(), Some("1"), "one request per second: come back in a second");
+    assert!(refused.body["detail"].as_str().unwrap().contains("WEBHOOK_API_RATE_LIMIT"), "{:?}", refused.body);
+    let apps: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook.applications").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(apps, 1 + created, "a refused request changes nothing");
+    let other = api.call("GET", "/api/v1/app", None, Some(&scoped)).await;
+    assert_eq!(other.status, 200, "another token has its own allowance: {:?}", other.body);
+    assert_eq!(api.call("GET", "/api/v1/app", None, None).await.status, 401, "no token is refused before counting");
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn put_replaces_an_endpoint_and_patch_with_null_clears_a_field() {
+    let db = TestDb::new().await;
+    let api = TestApi::start(&db, 1 << 20).await;
+    let (app, endpoint, _) = tenant(&api, "tenant-a", "http://127.0.0.1:9/a", "e.t").await;
+    let path = format!("/api/v1/app/{app}/endpoint/{endpoint}");
+    let set = json!({"rateLimit": 5, "uid": "ep-a", "description": "first", "metadata": {"k": "v"}}).to_string();
+    let patched = api.request("PATCH", &path, Some(&set)).await;
+    assert_eq!((patched.status, &patched.body["rateLimit"], &patched.body["uid"]), (200, &json!(5), &json!("ep-a")));
+    let untouched = api.request("PATCH", &path, Some(r#"{"description": "second"}"#)).await;
+    assert_eq!(untouched.body["rateLimit"], 5, "an absent field is left as it was: {:?}", untouched.body);
+    let cleared = api.request("PATCH", &path, Some(r#"{"rateLimit": null}"#)).await;
+    assert_eq!(cleared.status, 200, "{:?}", cleared.body);
+    assert_eq!((&cleared.body["rateLimit"], &cleared.body["uid"]), (&Value::Null, &json!("ep-a")), "null clears");
+    api.request("PATCH", &path, Some(&set)).await;
+    let replaced = api.request("PUT", &path, Some(r#"{"url": "http://127.0.0.1:9/b"}"#)).await;
+    assert_eq!(replaced.status, 200, "{:?}", replaced.body);
+    let b = &replaced.body;
+    assert_eq!(
+        (&b["url"], &b["rateLimit"], &b["uid"], &b["description"], &b["metadata"], &b["disabled"]),
+        (&json!("http://127.0.0.1:9/b"), &Value::Null, &Value::Null, &json!(""), &json!({}), &json!(false)),
+        "PUT replaces: what the body leaves out takes its default"
+    );
+    let stored: Option<i32> =
+        sqlx::query_scalar("SELECT rate_limit_per_second FROM webhook.endpoints").fetch_one(&db.pool).await.unwrap();
+    assert_eq!(stored, None, "the endpoint's own limit is gone, so the application's default applies");
+    let zero = api.request("PATCH", &path, Some(r#"{"rateLimit": 0}"#)).await;
+    assert_eq!((zero.status, &zero.body["detail"][0]["loc"]), (422, &json!(["body", "rateLimit"])));
+    api.stop().await;
 }

@@ -93,3 +93,34 @@ async fn a_plain_insert_reaches_the_endpoint_it_names_whatever_its_application()
     .unwrap();
     assert_eq!(queued, (1, 0), "queued for the endpoint it names; a plain INSERT stores no message");
 }
+
+#[tokio::test]
+async fn delivery_list_and_queue_stats_show_one_application_with_app() {
+    let db = TestDb::new().await;
+    for uid in ["acme", "other"] {
+        json(&["app", "create", "--name", uid, "--uid", uid, "--json"], &db);
+        // Port 9 (discard): nothing delivers in this test; the rows only wait in the queue.
+        json(&["endpoint", "add", "--app", uid, "--url", &format!("http://127.0.0.1:9/{uid}"), "--json"], &db);
+    }
+    for (uid, events) in [("acme", 2), ("other", 3)] {
+        for _ in 0..events {
+            json(&["enqueue", "--app", uid, "--event-type", "invoice.paid", "--payload", "{}", "--json"], &db);
+        }
+    }
+    let acme = json(&["delivery", "list", "--app", "acme", "--json"], &db);
+    let other = json(&["delivery", "list", "--app", "other", "--json"], &db);
+    let all = json(&["delivery", "list", "--json"], &db);
+    let counts = (acme.as_array().unwrap().len(), other.as_array().unwrap().len(), all.as_array().unwrap().len());
+    assert_eq!(counts, (2, 3, 5), "--app lists only that application's deliveries");
+    let acme_endpoint = json(&["endpoint", "list", "--app", "acme", "--json"], &db)[0]["id"].clone();
+    assert!(acme.as_array().unwrap().iter().all(|d| d["endpoint_id"] == acme_endpoint), "{acme}");
+
+    let stats = json(&["queue", "stats", "--app", "acme", "--json"], &db);
+    assert_eq!(stats["ready"], 2, "{stats}");
+    assert_eq!(stats["top_backlog"].as_array().unwrap().len(), 1, "{stats}");
+    assert_eq!(stats["top_backlog"][0]["endpoint_id"], acme_endpoint, "{stats}");
+    assert_eq!(json(&["queue", "stats", "--json"], &db)["ready"], 5);
+    let (code, _, err) = run(binary(&db).args(["queue", "stats", "--app", "nobody"]));
+    assert_eq!(code, 1);
+    assert!(err.contains("nobody"), "an unknown application is named: {err}");
+}

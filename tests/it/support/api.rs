@@ -21,16 +21,22 @@ pub struct TestApi {
     client: reqwest::Client,
 }
 
-/// A response: status and JSON body (`Null` when empty).
+/// A response: status, JSON body (`Null` when empty) and `Retry-After`, if any.
 #[derive(Debug)]
 pub struct Reply {
     pub status: u16,
     pub body: serde_json::Value,
+    pub retry_after: Option<String>,
 }
 
 impl TestApi {
     /// Serves the API for `db`, loopback endpoints allowed, bodies limited to `max_body` bytes.
     pub async fn start(db: &TestDb, max_body: usize) -> Self {
+        Self::start_with(db, max_body, |_| {}).await
+    }
+
+    /// [`Self::start`], with `configure` changing the options last.
+    pub async fn start_with(db: &TestDb, max_body: usize, configure: impl FnOnce(&mut ApiArgs)) -> Self {
         webhook_worker::tls::install_crypto_provider();
         let mut args = ApiArgs::defaults();
         args.database.database_url = Some(db.url.clone().into());
@@ -40,6 +46,7 @@ impl TestApi {
         args.metrics_addr = None;
         args.max_body_bytes = max_body;
         args.allow_private_cidrs = vec!["127.0.0.0/8".parse().unwrap()];
+        configure(&mut args);
         let settings = ApiSettings::from_args(&args).unwrap();
         let url = format!("http://{}", settings.addr);
         let created = webhook_worker::admin::tokens::create(&db.pool, "tests", None).await.unwrap();
@@ -84,9 +91,10 @@ impl TestApi {
         }
         let response = request.send().await.unwrap();
         let status = response.status().as_u16();
+        let retry_after = response.headers().get("retry-after").map(|v| v.to_str().unwrap_or("(not text)").to_owned());
         let bytes = response.bytes().await.unwrap();
         let body = if bytes.is_empty() { serde_json::Value::Null } else { serde_json::from_slice(&bytes).unwrap() };
-        Reply { status, body }
+        Reply { status, body, retry_after }
     }
 
     /// [`Self::call`] with the unscoped token.

@@ -28,6 +28,8 @@ pub enum Error {
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub endpoint: Option<Uuid>,
+    /// Only deliveries to this application's endpoints.
+    pub application: Option<Uuid>,
     pub state: Option<String>,
     pub event_type: Option<String>,
     pub since: Option<DateTime<Utc>>,
@@ -70,6 +72,7 @@ WHERE ($1::uuid IS NULL OR endpoint_id = $1)
   AND ($3::text IS NULL OR event_type = $3)
   AND ($4::timestamptz IS NULL OR at >= $4)
   AND ($5::timestamptz IS NULL OR at < $5)
+  AND ($7::uuid IS NULL OR endpoint_id IN (SELECT e.id FROM webhook.endpoints e WHERE e.application_id = $7))
 ORDER BY at DESC, id DESC
 LIMIT $6
 "#;
@@ -91,6 +94,7 @@ pub async fn list(pool: &PgPool, filter: &Filter) -> Result<Vec<Listed>, Error> 
         .bind(filter.since)
         .bind(filter.until)
         .bind(filter.limit)
+        .bind(filter.application)
         .fetch_all(pool)
         .await?)
 }

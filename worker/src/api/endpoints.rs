@@ -46,6 +46,11 @@ fn rate_limit(rate: Option<i32>) -> Result<Option<i32>, ApiError> {
     }
 }
 
+/// A patch's rate limit: absent leaves it, `null` clears it, a value must be positive.
+fn rate_limit_change(rate: Option<Option<i32>>) -> Result<Option<Option<i32>>, ApiError> {
+    rate.map(rate_limit).transpose()
+}
+
 /// Sets the endpoint disabled or enabled as asked (nothing when it already is).
 async fn set_disabled(state: &AppState, endpoint: &tenant::Endpoint, disabled: Option<bool>) -> Result<(), ApiError> {
     let change = match (disabled, endpoint.state) {
@@ -95,7 +100,7 @@ pub async fn create(
         url: Some(input.url),
         event_types: Some(input.filter_types.unwrap_or_default()),
         description: input.description,
-        rate_limit_per_second: rate_limit(input.rate_limit)?,
+        rate_limit_per_second: rate_limit(input.rate_limit)?.map(Some),
         headers: input.headers.as_ref().map(header_lines),
         application: Some(app),
         uid: Some(input.uid),
@@ -136,9 +141,9 @@ async fn change(
         url: input.url,
         event_types: input.filter_types,
         description: input.description,
-        rate_limit_per_second: rate_limit(input.rate_limit)?,
+        rate_limit_per_second: rate_limit_change(input.rate_limit)?,
         application: Some(app),
-        uid: input.uid.map(Some),
+        uid: input.uid,
         metadata: input.metadata.map(|m| metadata_map(Some(&m))),
         ..Changes::default()
     };
@@ -157,14 +162,15 @@ pub async fn update(
     Path(path): Path<(String, String)>,
     Body(input): Body<EndpointIn>,
 ) -> Result<Json<EndpointOut>, ApiError> {
+    // A replacement: what the body leaves out takes its default (Svix's `EndpointUpdate`).
     let patch = EndpointPatch {
         url: Some(input.url),
-        description: input.description,
+        description: Some(input.description.unwrap_or_default()),
         filter_types: Some(input.filter_types.unwrap_or_default()),
-        rate_limit: input.rate_limit,
-        uid: input.uid,
-        disabled: input.disabled,
-        metadata: input.metadata,
+        rate_limit: Some(input.rate_limit),
+        uid: Some(input.uid),
+        disabled: Some(input.disabled.unwrap_or(false)),
+        metadata: Some(input.metadata.unwrap_or_default()),
     };
     Ok(Json(change(&state, caller, path, patch).await?))
 }

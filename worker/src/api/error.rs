@@ -24,8 +24,8 @@ pub enum ApiError {
     TooLarge(String),
     /// 422: `field` is wrong.
     Invalid { field: String, message: String },
-    /// 429: too many requests.
-    TooMany,
+    /// 429: the token is over its request rate; it may retry after this long.
+    TooMany { retry_after: std::time::Duration },
     /// 503: the database does not answer.
     Unavailable(String),
     /// 500: logged, never shown.
@@ -78,8 +78,14 @@ impl IntoResponse for ApiError {
             Self::NotFound(detail) => simple(StatusCode::NOT_FOUND, "not_found", detail),
             Self::Conflict(detail) => simple(StatusCode::CONFLICT, "conflict", detail),
             Self::TooLarge(detail) => simple(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", detail),
-            Self::TooMany => {
-                simple(StatusCode::TOO_MANY_REQUESTS, "rate_limited", "too many requests; slow down".into())
+            Self::TooMany { retry_after } => {
+                // Whole seconds, rounded up: a client that waits as told is let through.
+                let seconds = (retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0)).max(1);
+                let detail =
+                    format!("this token is over its request rate (WEBHOOK_API_RATE_LIMIT); retry after {seconds} s");
+                let mut response = simple(StatusCode::TOO_MANY_REQUESTS, "rate_limited", detail);
+                response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
+                response
             }
             Self::Invalid { field, message } => {
                 let loc = std::iter::once("body".to_owned()).chain(field.split('.').map(str::to_owned)).collect();

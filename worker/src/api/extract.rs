@@ -105,7 +105,10 @@ where
         let state = AppState::from_ref(state);
         let header = parts.headers.get(axum::http::header::AUTHORIZATION).and_then(|v| v.to_str().ok());
         let token = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim).ok_or(ApiError::Unauthorized)?;
-        state.authenticate(token).await?.map(Caller).ok_or(ApiError::Unauthorized)
+        let caller = state.authenticate(token).await?.map(Caller).ok_or(ApiError::Unauthorized)?;
+        // Counted only once the token is known: an unknown one cannot fill the limiter's table.
+        state.throttle.check(&tokens::hash(token)).map_err(|retry_after| ApiError::TooMany { retry_after })?;
+        Ok(caller)
     }
 }
 

@@ -5,7 +5,8 @@
 //!
 //! [`applications`], [`endpoints`], [`messages`] and [`catalog`] hold the handlers; [`models`] the
 //! bodies; [`extract`] the token, body and query extractors; [`error`] the error bodies;
-//! [`openapi`] the document generated from all of them; [`state`] what handlers share.
+//! [`openapi`] the document generated from all of them; [`state`] what handlers share;
+//! [`throttle`] the per-token request rate (429).
 
 pub mod applications;
 pub mod catalog;
@@ -16,6 +17,7 @@ pub mod messages;
 pub mod models;
 pub mod openapi;
 pub mod state;
+pub mod throttle;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -107,6 +109,7 @@ pub async fn serve(settings: ApiSettings, shutdown: impl Future<Output = ()> + S
         policy: settings.policy,
         tokens: Arc::default(),
         bootstrap: settings.bootstrap_token_sha256,
+        throttle: Arc::new(throttle::Throttle::new(settings.rate_limit)),
     };
     if let Some(addr) = settings.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;

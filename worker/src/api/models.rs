@@ -23,6 +23,15 @@ pub fn metadata_map(metadata: Option<&Metadata>) -> serde_json::Map<String, serd
     metadata.into_iter().flatten().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect()
 }
 
+/// A field that may be absent (`None`: leave it), `null` (`Some(None)`: clear it) or a value.
+fn absent_null_or_value<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
+
 /// A page of items.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -142,9 +151,14 @@ pub struct EndpointPatch {
     pub description: Option<String>,
     #[serde(alias = "eventTypes")]
     pub filter_types: Option<Vec<String>>,
-    #[serde(alias = "throttleRate")]
-    pub rate_limit: Option<i32>,
-    pub uid: Option<String>,
+    /// `null` removes the endpoint's own limit (the application's default applies again).
+    #[serde(alias = "throttleRate", default, deserialize_with = "absent_null_or_value")]
+    #[schema(value_type = Option<i32>)]
+    pub rate_limit: Option<Option<i32>>,
+    /// `null` removes the uid.
+    #[serde(default, deserialize_with = "absent_null_or_value")]
+    #[schema(value_type = Option<String>)]
+    pub uid: Option<Option<String>>,
     pub disabled: Option<bool>,
     pub metadata: Option<Metadata>,
 }

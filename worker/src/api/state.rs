@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{Caller, Tokens};
+use super::throttle::Throttle;
 use crate::admin::applications;
 use crate::policy::address::NetPolicy;
 use crate::policy::crypto::KeyRing;
@@ -22,6 +23,8 @@ pub struct AppState {
     pub tokens: Tokens,
     /// The hash of the bootstrap token from `WEBHOOK_API_BOOTSTRAP_TOKEN`, if set.
     pub bootstrap: Option<[u8; 32]>,
+    /// Requests per second per token (`WEBHOOK_API_RATE_LIMIT`).
+    pub throttle: Arc<Throttle>,
 }
 
 impl AppState {

@@ -4,7 +4,7 @@ use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
 use uuid::Uuid;
 
-use super::{connect, parse_time, print_json};
+use super::{application, connect, parse_time, print_json};
 use crate::admin::deliveries::{self, Filter, Replayed};
 use crate::config::DatabaseArgs;
 
@@ -25,6 +25,9 @@ pub struct ListArgs {
     /// Only this endpoint's deliveries.
     #[arg(long)]
     pub endpoint: Option<Uuid>,
+    /// Only deliveries to this application's endpoints (id or uid).
+    #[arg(long)]
+    pub app: Option<String>,
     /// pending, scheduled, running, paused, dead, replayed or delivered.
     #[arg(long)]
     pub state: Option<String>,
@@ -94,6 +97,7 @@ async fn list(args: ListArgs) -> anyhow::Result<()> {
     let pool = connect(&args.database).await?;
     let filter = Filter {
         endpoint: args.endpoint,
+        application: application(&pool, args.app.as_deref()).await?,
         state: args.state,
         event_type: args.event_type,
         since: args.since,

@@ -103,6 +103,19 @@ pub async fn connect(database: &DatabaseArgs) -> anyhow::Result<PgPool> {
     Ok(pool)
 }
 
+/// The application `reference` (id or uid) names, if one is given.
+///
+/// # Errors
+/// An unknown application, or a database failure.
+pub async fn application(pool: &PgPool, reference: Option<&str>) -> anyhow::Result<Option<uuid::Uuid>> {
+    match reference {
+        Some(reference) => {
+            Ok(Some(crate::admin::applications::find(pool, crate::admin::ids::Scope::All, reference).await?.id))
+        }
+        None => Ok(None),
+    }
+}
+
 /// Prints `value` as pretty JSON.
 ///
 /// # Errors

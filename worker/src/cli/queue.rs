@@ -78,6 +78,9 @@ pub async fn enqueue(args: &EnqueueArgs) -> anyhow::Result<()> {
 pub struct QueueStatsArgs {
     #[command(flatten)]
     pub database: DatabaseArgs,
+    /// Only this application's endpoints (id or uid); live workers are the fleet's.
+    #[arg(long)]
+    pub app: Option<String>,
     /// How many endpoints to show in each top list.
     #[arg(long, default_value_t = 5)]
     pub top: i64,
@@ -92,7 +95,8 @@ pub struct QueueStatsArgs {
 /// On a database failure.
 async fn stats(args: &QueueStatsArgs) -> anyhow::Result<()> {
     let pool = connect(&args.database).await?;
-    let stats = admin::stats::queue_stats(&pool, args.top).await?;
+    let app = super::application(&pool, args.app.as_deref()).await?;
+    let stats = admin::stats::queue_stats(&pool, args.top, app).await?;
     if args.json {
         return print_json(&stats);
     }

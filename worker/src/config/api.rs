@@ -5,12 +5,15 @@
 //! | `WEBHOOK_API_ADDR` | the API's listen address | 0.0.0.0:8071 |
 //! | `WEBHOOK_API_MAX_BODY_BYTES` | larger request bodies are refused with 413 | 1048576 |
 //! | `WEBHOOK_API_BOOTSTRAP_TOKEN` | a token with full access, from a Secret (first setup) | — |
+//! | `WEBHOOK_API_RATE_LIMIT` | requests per second per token, then 429 (0: no limit) | 1000 |
+//! | `WEBHOOK_API_RATE_LIMIT_BURST` | requests a token may make at once above the rate | 2000 |
 //!
 //! With `DATABASE_URL`, `WEBHOOK_DB_POOL_SIZE`, the key ring variables, `WEBHOOK_METRICS_ADDR`,
 //! `WEBHOOK_LOG_FORMAT`, and the delivery policy's `WEBHOOK_ALLOW_PRIVATE_CIDRS` and
 //! `WEBHOOK_HTTPS_ONLY` (so a URL the workers would refuse is refused at registration).
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use clap::Args;
@@ -37,6 +40,12 @@ pub struct ApiArgs {
     /// A token with full access, accepted besides the stored ones (for the first setup).
     #[arg(long, env = "WEBHOOK_API_BOOTSTRAP_TOKEN", hide_env_values = true)]
     pub bootstrap_token: Option<SecretString>,
+    /// Requests per second each token may make, per API process (0: no limit); over it, 429.
+    #[arg(long, env = "WEBHOOK_API_RATE_LIMIT", default_value_t = 1000)]
+    pub rate_limit: u32,
+    /// Requests a token may make at once above its rate.
+    #[arg(long, env = "WEBHOOK_API_RATE_LIMIT_BURST", default_value_t = 2000)]
+    pub rate_limit_burst: u32,
     /// CIDRs the delivery policy exempts from the SSRF guard (as the workers have it).
     #[arg(long, env = "WEBHOOK_ALLOW_PRIVATE_CIDRS", value_delimiter = ',')]
     pub allow_private_cidrs: Vec<IpNet>,
@@ -76,6 +85,8 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     pub policy: Arc<NetPolicy>,
     pub bootstrap_token_sha256: Option<[u8; 32]>,
+    /// Requests per second per token and the burst; `None`: no limit.
+    pub rate_limit: Option<(NonZeroU32, NonZeroU32)>,
 }
 
 /// Bootstrap tokens shorter than this are refused: it grants everything.
@@ -97,7 +108,13 @@ impl ApiSettings {
         if bootstrap.as_ref().is_some_and(|token| token.len() < MIN_BOOTSTRAP_TOKEN) {
             return Err(Error::ShortToken { min: MIN_BOOTSTRAP_TOKEN });
         }
+        let rate_limit = match (NonZeroU32::new(args.rate_limit), NonZeroU32::new(args.rate_limit_burst)) {
+            (None, _) => None,
+            (Some(rate), Some(burst)) => Some((rate, burst)),
+            (Some(_), None) => return Err(Error::Zero("WEBHOOK_API_RATE_LIMIT_BURST")),
+        };
         Ok(Self {
+            rate_limit,
             database: DatabaseSettings { url: args.database.url()?, pool_size: args.database.db_pool_size },
             key_ring: Arc::new(args.keys.key_ring()?),
             addr: args.api_addr,

@@ -61,7 +61,9 @@ pub struct Changes {
     pub url: Option<String>,
     pub event_types: Option<Vec<String>>,
     pub description: Option<String>,
-    pub rate_limit_per_second: Option<i32>,
+    /// Requests per second across the fleet; `Some(None)` removes it (the application's default
+    /// applies again).
+    pub rate_limit_per_second: Option<Option<i32>>,
     pub rate_limit_burst: Option<i32>,
     pub max_in_flight: Option<i32>,
     pub timeout_ms: Option<i32>,
@@ -124,7 +126,7 @@ pub async fn create(
         .bind(&url)
         .bind(&event_types)
         .bind(changes.description.as_deref().unwrap_or(""))
-        .bind(changes.rate_limit_per_second)
+        .bind(changes.rate_limit_per_second.flatten())
         .bind(changes.rate_limit_burst)
         .bind(changes.max_in_flight)
         .bind(changes.timeout_ms)
@@ -166,7 +168,7 @@ pub async fn update(pool: &PgPool, key_ring: Option<&KeyRing>, id: Uuid, changes
         .bind(url)
         .bind(&changes.event_types)
         .bind(&changes.description)
-        .bind(changes.rate_limit_per_second)
+        .bind(changes.rate_limit_per_second.flatten())
         .bind(changes.rate_limit_burst)
         .bind(changes.max_in_flight)
         .bind(changes.timeout_ms)
@@ -175,6 +177,7 @@ pub async fn update(pool: &PgPool, key_ring: Option<&KeyRing>, id: Uuid, changes
         .bind(changes.uid.clone().flatten())
         .bind(changes.metadata.as_ref().map(sqlx::types::Json))
         .bind(changes.application)
+        .bind(changes.rate_limit_per_second.is_some())
         .execute(&mut *tx)
         .await
         .map_err(|err| uid_taken(err, changes))?

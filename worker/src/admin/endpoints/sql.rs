@@ -11,7 +11,7 @@ pub(super) const DELETE_HEADERS: &str = "DELETE FROM webhook.endpoint_headers WH
 pub(super) const UPDATE_ENDPOINT: &str = r#"
 UPDATE webhook.endpoints
 SET url = coalesce($2, url), event_types = coalesce($3, event_types), description = coalesce($4, description),
-    rate_limit_per_second = coalesce($5, rate_limit_per_second), rate_limit_burst = coalesce($6, rate_limit_burst),
+    rate_limit_per_second = CASE WHEN $14 THEN $5 ELSE rate_limit_per_second END, rate_limit_burst = coalesce($6, rate_limit_burst),
     max_in_flight = coalesce($7, max_in_flight), timeout_ms = coalesce($8, timeout_ms), ordered = coalesce($9, ordered),
     uid = CASE WHEN $10 THEN $11 ELSE uid END, metadata = coalesce($12, metadata), updated_at = now()
 WHERE id = $1 AND ($13::uuid IS NULL OR application_id = $13)

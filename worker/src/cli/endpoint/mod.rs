@@ -9,10 +9,8 @@ use clap::{Args, Subcommand};
 use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
-use super::{connect, print_json};
-use crate::admin::applications;
+use super::{application, connect, print_json};
 use crate::admin::endpoints::{self, Changes, StateChange, read};
-use crate::admin::ids::Scope;
 use crate::config::{DatabaseArgs, KeyArgs};
 use crate::policy::signing::SigningSecret;
 
@@ -103,7 +101,7 @@ impl SettingArgs {
             url: url.map(str::to_owned),
             event_types: self.event_types.clone(),
             description: self.description.clone(),
-            rate_limit_per_second: int(self.rate_limit, "rate-limit")?,
+            rate_limit_per_second: int(self.rate_limit, "rate-limit")?.map(Some),
             rate_limit_burst: int(self.burst, "burst")?,
             max_in_flight: int(self.max_in_flight, "max-in-flight")?,
             timeout_ms,
@@ -281,14 +279,6 @@ pub async fn run(command: EndpointCommand) -> anyhow::Result<()> {
             Ok(())
         }
         EndpointCommand::RotateSecret(args) => rotate(args).await,
-    }
-}
-
-/// The application `reference` names, if one is given.
-async fn application(pool: &sqlx::PgPool, reference: Option<&str>) -> anyhow::Result<Option<uuid::Uuid>> {
-    match reference {
-        Some(reference) => Ok(Some(applications::find(pool, Scope::All, reference).await?.id)),
-        None => Ok(None),
     }
 }
 
