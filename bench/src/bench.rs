@@ -28,6 +28,8 @@ pub struct Sizes {
     pub skew_hot_rows: u64,
     pub skew_rows: u64,
     pub skew_endpoints: usize,
+    /// Messages the API phase's clients post back to back.
+    pub api_ingest_messages: u64,
 }
 
 impl Sizes {
@@ -48,6 +50,7 @@ impl Sizes {
             skew_hot_rows: 30_000,
             skew_rows: 60_000,
             skew_endpoints: 1_000,
+            api_ingest_messages: 50_000,
         }
     }
 
@@ -68,6 +71,7 @@ impl Sizes {
             skew_hot_rows: 3_000,
             skew_rows: 5_000,
             skew_endpoints: 100,
+            api_ingest_messages: 2_000,
         }
     }
 }

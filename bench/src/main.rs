@@ -6,9 +6,10 @@
 //!   endpoints, filling and emptying the queue; [`sink`]: the receiver; [`fleet`]: worker
 //!   processes; [`procstat`]: CPU and memory from `/proc`; [`bench`]: the shared context.
 //! - Phases: [`ceiling`], [`throughput`], [`latency`], [`memory`], [`naive`], [`backlog`],
-//!   [`skew`].
+//!   [`skew`], [`api`].
 //! - Output: [`results`] (the JSON), [`targets`], [`report`] (Markdown), [`plot`] (SVG).
 
+mod api;
 mod backlog;
 mod bench;
 mod ceiling;
@@ -37,13 +38,14 @@ use webhook_worker::testkit::receiver::{TestCa, server_config};
 
 use crate::bench::{Bench, Sizes};
 use crate::fleet::FleetConfig;
-use crate::results::{BacklogRun, Ceiling, Machine, MemoryRun, NaiveRun, Results, Setup, SkewRun};
+use crate::results::{ApiRun, BacklogRun, Ceiling, Machine, MemoryRun, NaiveRun, Results, Setup, SkewRun};
 use crate::rig::Rig;
 use crate::sink::Sink;
 
 /// Benchmarks webhook-delivery on this machine: database ceiling, end-to-end throughput with 1,
 /// 2 and 4 workers, latency at offered load, memory, a large backlog over a long run, a naive
-/// baseline, and the in-flight cap under skewed traffic. Starts everything it needs on loopback.
+/// baseline, the in-flight cap under skewed traffic, and the management API. Starts everything it
+/// needs on loopback.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
@@ -94,6 +96,7 @@ enum Phase {
     Naive,
     Backlog,
     Skew,
+    Api,
 }
 
 fn main() -> ExitCode {
@@ -207,6 +210,11 @@ async fn phases(
             100.0 * skew.zipf_ratio
         );
     }
+    let mut api = ApiRun::default();
+    if runs(Phase::Api) {
+        eprintln!("Phase 7: the management API (ingest; 1,000 messages/s offered while a worker delivers)");
+        api = api::run(bench).await?;
+    }
     let mut results = Results {
         date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
         mode: if args.quick { "quick" } else { "full" }.to_owned(),
@@ -225,6 +233,7 @@ async fn phases(
         backlog,
         naive,
         skew,
+        api,
         targets: Vec::new(),
         total_seconds: 0.0,
     };

@@ -43,6 +43,7 @@ pub fn markdown(r: &Results, plots: &Plots) -> String {
         memory_section(r),
         backlog_section(r),
         skew_section(r),
+        api_section(r),
         plots_section(plots),
     ]
     .join("\n")
@@ -377,6 +378,41 @@ fn skew_section(r: &Results) -> String {
         percent(k.hot_ratio),
         k.zipf_exponent,
         percent(k.zipf_ratio),
+        table(header, 1, &rows)
+    )
+}
+
+fn api_section(r: &Results) -> String {
+    let (a, i, o) = (&r.api, &r.api.ingest, &r.api.offered);
+    if i.messages == 0 {
+        return "## The management API\n\nNot measured in this run.\n".to_owned();
+    }
+    let rows = [
+        vec![
+            format!("ingest, {} clients back to back, no worker", a.clients),
+            thousands(i.messages),
+            rate(i.per_second),
+            dec1(i.p50_ms),
+            dec1(i.p99_ms),
+            "-".to_owned(),
+        ],
+        vec![
+            format!("{}/s offered, one worker delivering", rate(o.offered_per_second)),
+            thousands(o.messages),
+            rate(o.achieved_per_second),
+            dec1(o.p50_ms),
+            dec1(o.p99_ms),
+            format!("{} / {}", dec1(o.delivered_p50_ms), dec1(o.delivered_p99_ms)),
+        ],
+    ];
+    let header = "Load | Messages | Messages/s | Request p50 ms | Request p99 ms | API → delivered p50 / p99 ms";
+    format!(
+        "## The management API\n\nOne `webhook-worker api` process ({} database connections) takes `POST \
+         /api/v1/app/{{app}}/msg` for one application with one endpoint; the clients run in the bench process on the \
+         same cores. Ingest costs **{:.0} µs of API CPU and {:.0} µs of Postgres CPU per message**.\n\n{}",
+        a.pool_size,
+        i.api_cpu_us_per_message,
+        i.postgres_cpu_us_per_message,
         table(header, 1, &rows)
     )
 }

@@ -22,6 +22,9 @@ pub struct Results {
     /// Absent from runs before the phase existed.
     #[serde(default)]
     pub skew: SkewRun,
+    /// Absent from runs before the phase existed.
+    #[serde(default)]
+    pub api: ApiRun,
     pub targets: Vec<Target>,
     /// Wall-clock seconds the whole run took.
     pub total_seconds: f64,
@@ -209,6 +212,46 @@ pub struct Drain {
     /// Deliveries the workers' protection moved into the future, all reasons
     /// (`webhook_protection_deferred_total`).
     pub deferred: u64,
+}
+
+/// Phase 7: the management API, one process.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ApiRun {
+    /// Concurrent clients of the ingest run, and the API's database connections.
+    pub clients: usize,
+    pub pool_size: usize,
+    pub ingest: ApiIngest,
+    pub offered: ApiOffered,
+}
+
+/// Messages posted back to back by concurrent clients, no worker running.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ApiIngest {
+    pub messages: u64,
+    pub seconds: f64,
+    /// Messages accepted (202) per second.
+    pub per_second: f64,
+    /// Request latency under that load.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub api_cpu_us_per_message: f64,
+    pub postgres_cpu_us_per_message: f64,
+}
+
+/// Messages at a fixed offered rate while one worker delivers them.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ApiOffered {
+    pub offered_per_second: f64,
+    pub achieved_per_second: f64,
+    pub messages: u64,
+    pub seconds: f64,
+    /// Request latency (sent → 202 read).
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    /// Request sent → arrival at the receiver.
+    pub delivered_p50_ms: f64,
+    pub delivered_p99_ms: f64,
 }
 
 /// One target of the benchmark issue and whether this run met it.

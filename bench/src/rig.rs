@@ -256,6 +256,22 @@ impl Rig {
     }
 }
 
+/// Event `n`'s payload as [`fill_sql`] makes it in SQL ([`PAYLOAD_BYTES`] bytes), for producers
+/// that send it from here (the API phase).
+pub fn payload(n: u64) -> String {
+    format!(
+        concat!(
+            r#"{{"type":"invoice.paid","data":{{"invoice":"in_{:010}","amount":{},"currency":"eur","customer":"cus_{:06}","#,
+            r#""lines":[{{"sku":"plan-pro","quantity":1,"unit_amount":4200}}],"paid_at":"2026-11-29T00:00:00Z","#,
+            r#""note":"{}"}}}}"#
+        ),
+        n,
+        1000 + n % 9000,
+        n % 100_000,
+        "x".repeat(39)
+    )
+}
+
 /// Inserts deliveries `$2 + 1 ..= $2 + $3` spread over the endpoints `$1`, each with a
 /// [`PAYLOAD_BYTES`]-byte event payload numbered so every row differs; `returning` is appended.
 pub fn fill_sql(returning: &str) -> String {

@@ -23,6 +23,10 @@ const MIN_IN_FLIGHT: u64 = 1_000;
 const MAX_WORKER_CPU_US: f64 = 50.0;
 /// Issue 17: the in-flight cap costs a healthy endpoint at most a fifth of its rate.
 const MIN_SKEW_RATIO: f64 = 0.8;
+/// Issue 12: one API process accepts this many messages per second, and answers within this
+/// at 1,000 messages/s offered.
+const MIN_API_INGEST_PER_SECOND: f64 = 5_000.0;
+const MAX_API_P99_MS: f64 = 25.0;
 
 /// One [`Target`] per target of the benchmark issue, in the issue's order, with `met` computed
 /// from `r`'s numbers (a target whose phase did not run is not met).
@@ -39,6 +43,8 @@ pub fn evaluate(r: &Results) -> Vec<Target> {
         worker_cpu(r),
         hot_endpoint(r),
         skewed_traffic(r),
+        api_ingest(r),
+        api_latency(r),
     ]
 }
 
@@ -192,6 +198,38 @@ fn skewed_traffic(r: &Results) -> Target {
     target(name, goal, measured, k.zipf_ratio >= MIN_SKEW_RATIO)
 }
 
+fn api_ingest(r: &Results) -> Target {
+    let (name, goal) = ("Management API ingest, one API process", "≥ 5,000 messages/s accepted");
+    let i = &r.api.ingest;
+    if i.messages == 0 {
+        return not_measured(name, goal);
+    }
+    let measured = format!(
+        "{} messages/s ({} clients; API {:.0} µs and Postgres {:.0} µs of CPU per message)",
+        rate(i.per_second),
+        r.api.clients,
+        i.api_cpu_us_per_message,
+        i.postgres_cpu_us_per_message
+    );
+    target(name, goal, measured, i.per_second >= MIN_API_INGEST_PER_SECOND)
+}
+
+fn api_latency(r: &Results) -> Target {
+    let (name, goal) = ("Management API p99 at 1,000 messages/s offered", "≤ 25 ms");
+    let o = &r.api.offered;
+    if o.messages == 0 {
+        return not_measured(name, goal);
+    }
+    let measured = format!(
+        "{:.1} ms ({}/s achieved; API → delivered p50 {:.1} ms, p99 {:.1} ms)",
+        o.p99_ms,
+        rate(o.achieved_per_second),
+        o.delivered_p50_ms,
+        o.delivered_p99_ms
+    );
+    target(name, goal, measured, o.p99_ms <= MAX_API_P99_MS)
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 { "" } else { "s" }
 }
@@ -298,6 +336,7 @@ pub(crate) mod tests {
                 postgres_cpu_us_per_delivery: 120.4,
             },
             skew: skew_sample(),
+            api: ApiRun::default(),
             targets: Vec::new(),
             total_seconds: 2_950.0,
         };

@@ -11,6 +11,7 @@ mod fleet;
 mod history;
 mod hostile;
 mod house;
+mod ingest;
 mod observe;
 mod operate;
 mod process;

@@ -17,6 +17,7 @@ pub const REGISTRY: &[(&str, &[(&str, &str)])] = &[
     ("admin::endpoints::tenant", crate::admin::endpoints::tenant::STATEMENTS),
     ("admin::event_types", crate::admin::event_types::STATEMENTS),
     ("admin::messages", crate::admin::messages::STATEMENTS),
+    ("admin::message_batch", crate::admin::message_batch::STATEMENTS),
     ("admin::tokens", crate::admin::tokens::STATEMENTS),
     ("admin::endpoints::read", crate::admin::endpoints::read::STATEMENTS),
     ("admin::deliveries", crate::admin::deliveries::STATEMENTS),

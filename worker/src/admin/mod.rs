@@ -5,8 +5,8 @@
 //!   [`ids::Scope`]; [`page`]: Svix-shaped pages.
 //! - [`endpoints`]: register, change, pause, disable, delete, rotate secrets; [`endpoints::read`]
 //!   lists and shows them with their health; [`endpoints::tenant`] reads them per application.
-//! - [`messages`]: send (through `webhook.enqueue()`), read, list, resend; [`attempts`]: their
-//!   history; [`event_types`]: the catalogue.
+//! - [`messages`]: send (through `webhook.enqueue()`), read, list, resend; [`message_batch`]:
+//!   send many in one statement; [`attempts`]: their history; [`event_types`]: the catalogue.
 //! - [`tokens`]: management API tokens.
 //! - [`deliveries`]: list, show with attempts, replay dead letters.
 //! - [`enqueue`]: the producer's SQL function, for operators and tests.
@@ -22,6 +22,7 @@ pub mod enqueue;
 pub mod event_types;
 pub mod ids;
 pub mod keys;
+pub mod message_batch;
 pub mod messages;
 pub mod page;
 pub mod schema;

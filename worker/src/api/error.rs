@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 use crate::admin::{applications, endpoints, event_types, messages, tokens};
 
 /// A refusal or failure of one request.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub enum ApiError {
     /// 401: no token, or one that is unknown or revoked.
     Unauthorized,
@@ -105,6 +105,9 @@ impl IntoResponse for ApiError {
 /// A database refusal of the caller's values is the caller's error (a NUL byte, a number out of
 /// range, a CHECK constraint); anything else is ours.
 fn database(err: &sqlx::Error) -> ApiError {
+    if matches!(err, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_)) {
+        return ApiError::Unavailable("the database did not answer in time; retry".into());
+    }
     let Some(db) = err.as_database_error() else { return ApiError::Internal(err.to_string()) };
     let field = db.constraint().unwrap_or("body").to_owned();
     match db.code().as_deref() {

@@ -11,6 +11,7 @@ use super::models::{ListQuery, ListResponse, MessageAttemptOut, MessageIn, Messa
 use super::state::AppState;
 use crate::admin::attempts::{self, Of};
 use crate::admin::endpoints::tenant;
+use crate::admin::message_batch::Batched;
 use crate::admin::messages::{self, NewMessage};
 use crate::admin::page::PageRequest;
 
@@ -27,10 +28,22 @@ pub async fn create(
     IdempotencyKey(key): IdempotencyKey,
     Body(input): Body<MessageIn>,
 ) -> Result<(StatusCode, Json<MessageOut>), ApiError> {
-    let app = state.application(caller, &app_id).await?;
     if input.event_type.is_empty() || input.event_type.len() > 256 || input.event_type.contains(char::is_whitespace) {
         return Err(ApiError::invalid("eventType", "1 to 256 characters without spaces"));
     }
+    if key.is_none() {
+        // Without a key to check, the message joins the next batch (one statement, one commit).
+        let message = Batched {
+            reference: app_id,
+            scope: caller.0,
+            event_type: input.event_type,
+            payload: input.payload.get().to_owned(),
+            event_id: input.event_id,
+        };
+        let sent = state.ingest.send(message).await?.ok_or_else(|| ApiError::NotFound("no such application".into()))?;
+        return Ok((StatusCode::ACCEPTED, Json(sent.message.into())));
+    }
+    let app = state.application(caller, &app_id).await?;
     let message = NewMessage {
         event_type: &input.event_type,
         payload: input.payload.get(),

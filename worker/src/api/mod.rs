@@ -6,13 +6,14 @@
 //! [`applications`], [`endpoints`], [`messages`] and [`catalog`] hold the handlers; [`models`] the
 //! bodies; [`extract`] the token, body and query extractors; [`error`] the error bodies;
 //! [`openapi`] the document generated from all of them; [`state`] what handlers share;
-//! [`throttle`] the per-token request rate (429).
+//! [`throttle`] the per-token request rate (429); [`ingest`] the batching message writer.
 
 pub mod applications;
 pub mod catalog;
 pub mod endpoints;
 pub mod error;
 pub mod extract;
+pub mod ingest;
 pub mod messages;
 pub mod models;
 pub mod openapi;
@@ -110,6 +111,8 @@ pub async fn serve(settings: ApiSettings, shutdown: impl Future<Output = ()> + S
         tokens: Arc::default(),
         bootstrap: settings.bootstrap_token_sha256,
         throttle: Arc::new(throttle::Throttle::new(settings.rate_limit)),
+        // At most half the connections write message batches; the rest serve everything else.
+        ingest: ingest::Ingest::start(pool.clone(), (settings.database.pool_size as usize / 2).min(ingest::WRITERS)),
     };
     if let Some(addr) = settings.metrics_addr {
         let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding {addr}"))?;

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::error::ApiError;
 use super::extract::{Caller, Tokens};
+use super::ingest::Ingest;
 use super::throttle::Throttle;
 use crate::admin::applications;
 use crate::policy::address::NetPolicy;
@@ -25,6 +26,8 @@ pub struct AppState {
     pub bootstrap: Option<[u8; 32]>,
     /// Requests per second per token (`WEBHOOK_API_RATE_LIMIT`).
     pub throttle: Arc<Throttle>,
+    /// Writes messages in batches.
+    pub ingest: Ingest,
 }
 
 impl AppState {
