@@ -58,10 +58,17 @@ fn quick_mode_runs_every_phase_and_writes_every_output() {
         assert!(skew[case]["per_second"].as_f64().unwrap() > 0.0, "the skew phase drained {case}: {skew}");
     }
     assert!(skew["hot_default"]["peak_in_flight"].as_u64().unwrap() <= 32, "the default cap held: {skew}");
-    assert_eq!(results["targets"].as_array().unwrap().len(), 10);
+    let api = &results["api"];
+    assert_eq!(api["ingest"]["messages"], 2_000, "the API phase's clients had every message accepted: {api}");
+    assert!(api["ingest"]["per_second"].as_f64().unwrap() > 0.0, "{api}");
+    let offered = &api["offered"];
+    assert!(offered["messages"].as_u64().unwrap() > 0, "{api}");
+    assert!(offered["delivered_p50_ms"].as_f64().unwrap() <= offered["delivered_p99_ms"].as_f64().unwrap(), "{api}");
+    assert_eq!(results["targets"].as_array().unwrap().len(), 12);
 
     let report = std::fs::read_to_string(&report).unwrap();
     assert!(report.contains("<!-- bench:results:begin -->") && report.contains("<!-- bench:results:end -->"));
+    assert!(report.contains("## The management API"), "the report has the API phase");
     for plot in ["throughput", "latency", "over-time"] {
         let svg = std::fs::read_to_string(
             json.with_file_name(format!("{}-{plot}.svg", json.file_stem().unwrap().to_str().unwrap())),
