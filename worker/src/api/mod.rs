@@ -29,6 +29,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post};
+use axum::serve::ListenerExt as _;
 
 pub use self::state::AppState;
 use crate::config::ApiSettings;
@@ -128,6 +129,12 @@ pub async fn serve(settings: ApiSettings, shutdown: impl Future<Output = ()> + S
         .await
         .with_context(|| format!("binding the API listener on {}", settings.addr))?;
     tracing::info!("Management API listening on {}", settings.addr);
+    // An answer is one small write; without TCP_NODELAY it can wait for the client's delayed ACK.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "Could not set TCP_NODELAY on an API connection");
+        }
+    });
     axum::serve(listener, router(state, settings.max_body_bytes)).with_graceful_shutdown(shutdown).await?;
     pool.close().await;
     Ok(())
