@@ -16,6 +16,7 @@ mod observe;
 mod operate;
 mod process;
 mod producer;
+mod properties;
 mod protection;
 mod queue;
 mod support;

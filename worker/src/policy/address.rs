@@ -143,6 +143,9 @@ fn forbidden_v6(ip: Ipv6Addr) -> Option<&'static str> {
         "IETF protocol assignments 2001::/23 (Teredo, benchmarking, ORCHID)"
     } else if segments[..4] == [0x0100, 0, 0, 0] {
         "discard-only 100::/64"
+    } else if segments[..3] == [0x64, 0xff9b, 1] {
+        // Translated by the site's own NAT64 (RFC 8215), to any IPv4 address it chooses.
+        "local-use NAT64 64:ff9b:1::/48"
     } else {
         return None;
     };
@@ -157,8 +160,9 @@ fn embedded_ipv4(ip: IpAddr) -> Option<Ipv4Addr> {
     let tail = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
     match s {
         [0, 0, 0, 0, 0, 0xffff, _, _] => Some(tail),
-        // IPv4-compatible; `::` and `::1` themselves are IPv6 addresses, not embedded ones.
-        [0, 0, 0, 0, 0, 0, hi, _] if hi != 0 => Some(tail),
+        // IPv4-compatible (all of ::/96): `::2` carries 0.0.0.2 as much as `::7f00:1` carries
+        // 127.0.0.1. `::` and `::1` are named by their IPv6 ranges instead (both are refused).
+        [0, 0, 0, 0, 0, 0, hi, lo] if hi != 0 || lo > 1 => Some(tail),
         [0x64, 0xff9b, 0, 0, 0, 0, _, _] => Some(tail),
         [0x2002, hi, lo, ..] => Some(Ipv4Addr::new((hi >> 8) as u8, hi as u8, (lo >> 8) as u8, lo as u8)),
         _ => None,
