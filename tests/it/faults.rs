@@ -14,13 +14,13 @@ use webhook_worker::testkit::receiver::{Answer, Receiver};
 use crate::support::cli::{binary, free_port, stop};
 use crate::support::{TestDb, endpoint, insert_deliveries, wait_until};
 
-fn long_profile() -> bool {
+pub fn long_profile() -> bool {
     std::env::var("WEBHOOK_FAULTS_PROFILE").is_ok_and(|p| p == "long")
 }
 
 /// Worker settings for fault runs: short timeouts and leases so crashes recover quickly, many
 /// quick retries, and a breaker that does not get in the way of counting.
-const FAULT_ENV: &[(&str, &str)] = &[
+pub const FAULT_ENV: &[(&str, &str)] = &[
     ("WEBHOOK_HTTP_TIMEOUT", "2s"),
     ("WEBHOOK_LEASE_DURATION", "7s"),
     ("WEBHOOK_RETRY_SCHEDULE", "0s,0s,1s,1s,1s,2s,2s,2s,2s,2s,2s,2s"),
@@ -48,7 +48,7 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 }
 
 /// Distinct (path, webhook-id) pairs answered 2xx, and all 2xx answers.
-fn delivered(receiver: &Receiver) -> (usize, usize) {
+pub fn delivered(receiver: &Receiver) -> (usize, usize) {
     let ok: Vec<_> = receiver.received().into_iter().filter(|r| r.status < 300).collect();
     let distinct: HashSet<(String, String)> = ok.iter().map(|r| (r.path.clone(), r.msg_id.clone())).collect();
     (distinct.len(), ok.len())
@@ -193,7 +193,7 @@ async fn postgres_restarts_and_an_outage_lose_nothing_and_need_no_worker_restart
     drop(cluster);
 }
 
-async fn readyz(port: u16, status: u16, limit: Duration) -> bool {
+pub async fn readyz(port: u16, status: u16, limit: Duration) -> bool {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let deadline = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < deadline {

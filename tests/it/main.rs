@@ -5,6 +5,7 @@
 
 mod api;
 mod bad_input;
+mod chaos;
 mod delivery;
 mod faults;
 mod fleet;

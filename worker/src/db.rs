@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::PgPool;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Connection as _, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 /// Why the database could not be reached or migrated.
@@ -21,12 +21,17 @@ pub enum Error {
     Stopped,
 }
 
-/// Connection options from the URL (which may hold a password: it is never logged).
+/// Connection options from the URL (which may hold a password: it is never logged). The
+/// connections are named `webhook-worker` in `pg_stat_activity` unless the URL names them
+/// (`?application_name=…`, e.g. the pod's name).
 ///
 /// # Errors
 /// [`Error::Url`] for an unparseable URL.
 pub fn options(url: &SecretString) -> Result<PgConnectOptions, Error> {
     let options: PgConnectOptions = url.expose_secret().parse().map_err(Error::Url)?;
+    if options.get_application_name().is_some() {
+        return Ok(options);
+    }
     Ok(options.application_name("webhook-worker"))
 }
 
@@ -55,7 +60,8 @@ pub async fn wait_until_reachable(pool: &PgPool, stop: &CancellationToken, faile
             Ok(_) => return Ok(()),
             Err(err) => {
                 failed();
-                tracing::warn!(error = %err, "PostgreSQL is not reachable yet; retrying in {backoff:?}");
+                let error = explain(pool, &err).await;
+                tracing::warn!(%error, "PostgreSQL is not reachable yet; retrying in {backoff:?}");
                 tokio::select! {
                     () = tokio::time::sleep(backoff) => {}
                     () = stop.cancelled() => return Err(Error::Stopped),
@@ -63,6 +69,19 @@ pub async fn wait_until_reachable(pool: &PgPool, stop: &CancellationToken, faile
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
+    }
+}
+
+/// `err` in words an operator can act on. A pool that timed out says only that; the server's own
+/// refusal (`too many clients`, a wrong password, a database that does not exist) is what one
+/// new connection, made here, answers.
+pub async fn explain(pool: &PgPool, err: &sqlx::Error) -> String {
+    if !matches!(err, sqlx::Error::PoolTimedOut) {
+        return err.to_string();
+    }
+    match PgConnection::connect_with(&pool.connect_options()).await {
+        Ok(_) => format!("{err} (a new connection succeeds now)"),
+        Err(cause) => format!("{err}: a new connection fails: {cause}"),
     }
 }
 

@@ -136,11 +136,15 @@ async fn claim(
         let _call = parts.health.db_call();
         queue::claim_resuming(&parts.pool, &spec, Some(&room), position, now).await
     };
-    let claimed = claimed.map_err(|err| {
-        parts.health.database_error("claim");
-        tracing::warn!(error = %err, "Claiming deliveries failed");
-        ClaimError::Claim(err)
-    })?;
+    let claimed = match claimed {
+        Ok(claimed) => claimed,
+        Err(err) => {
+            parts.health.database_error("claim");
+            let error = crate::db::explain(&parts.pool, &err).await;
+            tracing::warn!(%error, "Claiming deliveries failed");
+            return Err(ClaimError::Claim(err));
+        }
+    };
     guard.claim_took(now.elapsed());
     parts.health.database_ok();
     crate::observe::metrics::claim_batch(claimed.deliveries.len());

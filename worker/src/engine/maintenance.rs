@@ -80,8 +80,8 @@ async fn lead(
     let mut connection = match connection {
         Some(connection) => connection,
         None => {
-            let mut connection =
-                PgConnection::connect(secrecy::ExposeSecret::expose_secret(&settings.database_url)).await.ok()?;
+            let options = crate::db::options(&settings.database_url).ok()?;
+            let mut connection = PgConnection::connect_with(&options).await.ok()?;
             let acquired: bool =
                 sqlx::query_scalar(TRY_LEAD).bind(LEADER_LOCK_KEY).fetch_one(&mut connection).await.ok()?;
             if !acquired {

@@ -139,23 +139,30 @@ impl Health {
     }
 
     /// `Ok` when the database answered and the dispatcher made progress within `window`, else
-    /// why not.
+    /// why not. A process whose database never answered is not ready, however recently it
+    /// started: during a rollout, a new pod that cannot reach its database must not count as
+    /// available while the old ones are taken down.
     ///
     /// # Errors
-    /// A sentence naming what is stale (for what has never happened: since the worker started).
+    /// A sentence naming what is stale or has not happened yet.
     pub fn ready(&self, window: Duration) -> Result<(), String> {
         let now = self.now_ms();
         let window_ms = millis(window);
-        let age = |at: &AtomicI64| now - known(at.load(Ordering::Relaxed)).unwrap_or(0);
-        let database = age(&self.database_ok_ms);
-        if database > window_ms {
-            return Err(format!("the database has not answered for {database} ms"));
+        let age = |at: &AtomicI64| known(at.load(Ordering::Relaxed)).map(|at| now - at);
+        match age(&self.database_ok_ms) {
+            None => return Err("the database has not answered since the process started".to_owned()),
+            Some(database) if database > window_ms => {
+                return Err(format!("the database has not answered for {database} ms"));
+            }
+            Some(_) => {}
         }
-        let progress = age(&self.progress_ms);
-        if progress > window_ms {
-            return Err(format!("the dispatcher has made no progress for {progress} ms"));
+        match age(&self.progress_ms) {
+            None => Err("the dispatcher has not started yet".to_owned()),
+            Some(progress) if progress > window_ms => {
+                Err(format!("the dispatcher has made no progress for {progress} ms"))
+            }
+            Some(_) => Ok(()),
         }
-        Ok(())
     }
 }
 
@@ -232,10 +239,23 @@ mod tests {
     async fn readiness_names_what_is_stale() {
         let health = Health::default();
         let window = Duration::from_secs(10);
+        health.database_ok();
+        health.progress();
         tokio::time::advance(window + Duration::from_millis(1)).await;
         assert_eq!(health.ready(window).unwrap_err(), "the database has not answered for 10001 ms");
         health.database_ok();
         assert_eq!(health.ready(window).unwrap_err(), "the dispatcher has made no progress for 10001 ms");
+        health.progress();
+        assert_eq!(health.ready(window), Ok(()));
+    }
+
+    #[test]
+    fn a_process_whose_database_never_answered_is_not_ready_even_at_once() {
+        let health = Health::default();
+        let window = Duration::from_secs(10);
+        assert_eq!(health.ready(window).unwrap_err(), "the database has not answered since the process started");
+        health.database_ok();
+        assert_eq!(health.ready(window).unwrap_err(), "the dispatcher has not started yet");
         health.progress();
         assert_eq!(health.ready(window), Ok(()));
     }
