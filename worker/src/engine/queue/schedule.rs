@@ -28,6 +28,7 @@ WITH expired AS MATERIALIZED (
     DELETE FROM webhook.deliveries d USING expired
     WHERE d.id = expired.id AND d.attempt >= $2
     RETURNING d.id, d.message_id, d.endpoint_id, d.event_type, d.payload, d.attempt, d.created_at,
+              d.lease_expires_at,
               format('the lease of worker %s expired during the last allowed attempt',
                      coalesce(d.leased_by, 'unknown')) AS error
 ), buried AS (
@@ -35,8 +36,19 @@ WITH expired AS MATERIALIZED (
         (delivery_id, message_id, endpoint_id, event_type, payload, attempts, enqueued_at, last_error)
     SELECT id, message_id, endpoint_id, event_type, payload, attempt, created_at, error FROM dead
     ON CONFLICT (delivery_id) DO NOTHING
+), operational AS (
+    -- As in the completion statement (docs/operational-events.md); the last attempt had no answer.
+    SELECT webhook.operational_event('message.attempt.exhausted', x.endpoint_id, jsonb_build_object(
+               'msgId', x.message_id,
+               'msgEventId', (SELECT m.event_id FROM webhook.messages m WHERE m.id = x.message_id LIMIT 1),
+               'lastAttempt', jsonb_build_object('id', 'atmpt_' || x.id || '_' || x.attempt,
+                                                 'timestamp', x.lease_expires_at, 'responseStatusCode', 0)))
+               AS message_id
+    FROM dead x
+    WHERE NOT EXISTS (SELECT 1 FROM webhook.endpoints e WHERE e.id = x.endpoint_id AND e.state = 'disabled')
 )
-SELECT (SELECT count(*) FROM requeued) + (SELECT count(*) FROM dead)
+SELECT (SELECT count(*) FROM requeued) + (SELECT count(*) FROM dead) AS reaped,
+       (SELECT count(message_id) FROM operational) AS operational
 "#;
 
 /// Returns deliveries whose lease expired (their worker crashed or stalled) to the queue, at most
@@ -50,11 +62,16 @@ pub async fn reap_expired_leases<'e>(
     limit: i64,
     max_attempts: u32,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(REAP_EXPIRED_LEASES)
+    let (reaped, exhausted): (i64, i64) = sqlx::query_as(REAP_EXPIRED_LEASES)
         .bind(limit)
         .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
         .fetch_one(executor)
-        .await
+        .await?;
+    crate::observe::metrics::operational_event(
+        crate::policy::states::OperationalEvent::AttemptExhausted,
+        u64::try_from(exhausted).unwrap_or(0),
+    );
+    Ok(reaped)
 }
 
 pub(super) const UNPARK_RESUMED: &str = r#"
