@@ -13,6 +13,7 @@ mod hostile;
 mod house;
 mod observe;
 mod operate;
+mod operational;
 mod process;
 mod producer;
 mod protection;
