@@ -17,7 +17,7 @@ use webhook_worker::policy::crypto::KeyRing;
 use webhook_worker::policy::signing::SigningSecret;
 use webhook_worker::testkit::receiver::{Answer, Received, Receiver};
 
-use crate::support::cli::{binary, stop};
+use crate::support::cli::{binary, json, stop};
 use crate::support::worker::key_ring_text;
 use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, wait_until, worker_args};
 
@@ -276,4 +276,30 @@ async fn without_the_operational_application_transitions_still_apply() {
     assert_eq!(db.count("SELECT count(*) FROM webhook.messages").await, 0, "nothing to tell, nobody to tell it to");
     let state: String = sqlx::query_scalar("SELECT state FROM webhook.endpoints").fetch_one(&db.pool).await.unwrap();
     assert_eq!(state, "disabled");
+}
+
+#[tokio::test]
+async fn the_cli_subscribes_an_operational_endpoint_to_the_events_it_names() {
+    let db = TestDb::new().await;
+    let url = "http://127.0.0.1:9/ops";
+    let args = ["endpoint", "add", "--app", "operational", "--url", url, "--event-type", "endpoint.enabled", "--json"];
+    let ops: Uuid = json(&args, &db)["id"].as_str().unwrap().parse().unwrap();
+    let app: Uuid = sqlx::query_scalar("SELECT application_id FROM webhook.endpoints WHERE id = $1")
+        .bind(ops)
+        .fetch_one(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(app, OPERATIONAL);
+    let customer = json(&["endpoint", "add", "--url", "http://127.0.0.1:9/customer", "--json"], &db);
+    let customer = customer["id"].as_str().unwrap().to_owned();
+    json(&["endpoint", "disable", &customer, "--json"], &db);
+    json(&["endpoint", "enable", &customer, "--json"], &db);
+    // Both events are stored; only the one it subscribed to is queued for the endpoint.
+    assert_eq!(emitted(&db.pool).await.len(), 2);
+    let queued: Vec<String> = sqlx::query_scalar("SELECT event_type FROM webhook.deliveries WHERE endpoint_id = $1")
+        .bind(ops)
+        .fetch_all(&db.pool)
+        .await
+        .unwrap();
+    assert_eq!(queued, ["endpoint.enabled"]);
 }
