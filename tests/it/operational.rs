@@ -304,3 +304,50 @@ async fn the_cli_subscribes_an_operational_endpoint_to_the_events_it_names() {
         .unwrap();
     assert_eq!(queued, ["endpoint.enabled"]);
 }
+
+#[tokio::test]
+async fn a_delivery_failing_four_times_is_reported_failing_then_recovered() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start(None).await.unwrap();
+    let (_, ops_secret) = operational_endpoint(&db.pool, &receiver.url("/ops")).await;
+    receiver.expect_secrets("/ops", vec![ops_secret.clone()]);
+    let (recovering, _) = endpoint(&db.pool, &receiver.url("/recovering")).await;
+    receiver.answer("/recovering", Answer { fail_first: 4, ..Answer::default() });
+    let (blip, _) = endpoint(&db.pool, &receiver.url("/blip")).await;
+    let blip_id = ids::endpoint_id(blip);
+    receiver.answer("/blip", Answer { fail_first: 2, ..Answer::default() });
+    let worker = TestWorker::start(crate::support::settings(&db, "0s,0s,0s,0s,0s"));
+    insert_deliveries(&db.pool, recovering, 1).await;
+    insert_deliveries(&db.pool, blip, 1).await;
+    // Five attempts and two events to /recovering, three attempts to /blip.
+    assert!(receiver.wait_for(5 + 2 + 3, WAIT).await, "only {} requests arrived", receiver.count());
+    wait_until(&db.pool, "SELECT count(*) = 0 FROM webhook.deliveries", WAIT).await;
+    worker.stop().await;
+
+    let events = emitted(&db.pool).await;
+    let kinds: Vec<&str> = events.iter().map(|(kind, _)| kind.as_str()).collect();
+    assert_eq!(kinds, ["message.attempt.failing", "message.attempt.recovered"], "{events:#?}");
+    assert_eq!(about(&events, "message.attempt.failing", recovering), 1);
+    assert_eq!(about(&events, "message.attempt.recovered", recovering), 1);
+    assert!(
+        events.iter().all(|(_, payload)| payload["data"]["endpointId"] != blip_id.as_str()),
+        "two failures are no event"
+    );
+    let arrived: Vec<Value> =
+        receiver.received().iter().filter(|r| r.path == "/ops").map(|r| verified(r, &ops_secret)).collect();
+    assert_eq!(arrived.len(), 2);
+    let last = |n: usize| {
+        (
+            arrived[n]["data"]["lastAttempt"]["id"].clone(),
+            arrived[n]["data"]["lastAttempt"]["responseStatusCode"].clone(),
+        )
+    };
+    let delivery: i64 =
+        sqlx::query_scalar("SELECT delivery_id FROM webhook.delivery_attempts WHERE endpoint_id = $1 LIMIT 1")
+            .bind(recovering)
+            .fetch_one(&db.pool)
+            .await
+            .unwrap();
+    assert_eq!(last(0), (Value::from(format!("atmpt_{delivery}_4")), Value::from(500)));
+    assert_eq!(last(1), (Value::from(format!("atmpt_{delivery}_5")), Value::from(200)));
+}

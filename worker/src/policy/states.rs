@@ -153,6 +153,10 @@ text_enum! {
         EndpointEnabled => "endpoint.enabled",
         /// A delivery became a dead letter (retries exhausted or a permanent failure).
         AttemptExhausted => "message.attempt.exhausted",
+        /// A delivery's fourth attempt failed and another is scheduled.
+        AttemptFailing => "message.attempt.failing",
+        /// A delivery succeeded after its fourth attempt had failed.
+        AttemptRecovered => "message.attempt.recovered",
         /// An endpoint's circuit opened (closed → open; a failed probe's reopening is not one).
         CircuitOpened => "endpoint.circuit.opened",
         /// An endpoint's circuit closed after a successful probe.

@@ -23,7 +23,7 @@ WITH expired AS MATERIALIZED (
         leased_by = NULL, lease_expires_at = NULL
     FROM expired
     WHERE d.id = expired.id AND d.attempt < $2
-    RETURNING d.id
+    RETURNING d.id, d.message_id, d.endpoint_id, d.attempt
 ), dead AS (
     DELETE FROM webhook.deliveries d USING expired
     WHERE d.id = expired.id AND d.attempt >= $2
@@ -36,19 +36,28 @@ WITH expired AS MATERIALIZED (
         (delivery_id, message_id, endpoint_id, event_type, payload, attempts, enqueued_at, last_error)
     SELECT id, message_id, endpoint_id, event_type, payload, attempt, created_at, error FROM dead
     ON CONFLICT (delivery_id) DO NOTHING
+), attempt_events AS (
+    -- As in the completion statement (docs/operational-events.md); the attempt had no answer.
+    SELECT 'message.attempt.exhausted' AS event_type, x.id, x.message_id, x.endpoint_id, x.attempt,
+           x.lease_expires_at AS attempted_at
+    FROM dead x
+    UNION ALL
+    SELECT 'message.attempt.failing', x.id, x.message_id, x.endpoint_id, x.attempt, now()
+    FROM requeued x
+    WHERE x.attempt = 4
 ), operational AS (
-    -- As in the completion statement (docs/operational-events.md); the last attempt had no answer.
-    SELECT webhook.operational_event('message.attempt.exhausted', x.endpoint_id, jsonb_build_object(
+    SELECT x.event_type,
+           webhook.operational_event(x.event_type, x.endpoint_id, jsonb_build_object(
                'msgId', x.message_id,
                'msgEventId', (SELECT m.event_id FROM webhook.messages m WHERE m.id = x.message_id LIMIT 1),
                'lastAttempt', jsonb_build_object('id', 'atmpt_' || x.id || '_' || x.attempt,
-                                                 'timestamp', x.lease_expires_at, 'responseStatusCode', 0)))
+                                                 'timestamp', x.attempted_at, 'responseStatusCode', 0)))
                AS message_id
-    FROM dead x
+    FROM attempt_events x
     WHERE NOT EXISTS (SELECT 1 FROM webhook.endpoints e WHERE e.id = x.endpoint_id AND e.state = 'disabled')
 )
 SELECT (SELECT count(*) FROM requeued) + (SELECT count(*) FROM dead) AS reaped,
-       (SELECT count(message_id) FROM operational) AS operational
+       (SELECT array_agg(event_type) FROM operational WHERE message_id IS NOT NULL) AS operational
 "#;
 
 /// Returns deliveries whose lease expired (their worker crashed or stalled) to the queue, at most
@@ -62,15 +71,12 @@ pub async fn reap_expired_leases<'e>(
     limit: i64,
     max_attempts: u32,
 ) -> Result<i64, sqlx::Error> {
-    let (reaped, exhausted): (i64, i64) = sqlx::query_as(REAP_EXPIRED_LEASES)
+    let (reaped, emitted): (i64, Option<Vec<String>>) = sqlx::query_as(REAP_EXPIRED_LEASES)
         .bind(limit)
         .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
         .fetch_one(executor)
         .await?;
-    crate::observe::metrics::operational_event(
-        crate::policy::states::OperationalEvent::AttemptExhausted,
-        u64::try_from(exhausted).unwrap_or(0),
-    );
+    crate::observe::metrics::operational_events(emitted.as_deref().unwrap_or_default());
     Ok(reaped)
 }
 
