@@ -49,3 +49,28 @@ LANGUAGE sql VOLATILE AS $$
       AND e.application_id <> '00000000-0000-0000-0000-000000000001'
       AND EXISTS (SELECT 1 FROM webhook.applications o WHERE o.id = '00000000-0000-0000-0000-000000000001')
 $$;
+
+-- The per-delivery events (message.attempt.exhausted, failing, recovered) in Svix's shape: the
+-- message, the producer's event id and the attempt. Nothing for an endpoint that is disabled (its
+-- endpoint.disabled covers its messages). A function so that the completion statement, planned
+-- for every batch, only names it: its body is planned only when a row calls it.
+CREATE FUNCTION webhook.attempt_event(
+    event_type   text,
+    endpoint_id  uuid,
+    message_id   text,
+    delivery_id  bigint,
+    attempt      integer,
+    attempted_at timestamptz,
+    status_code  integer
+) RETURNS text
+LANGUAGE sql VOLATILE AS $$
+    SELECT webhook.operational_event(attempt_event.event_type, attempt_event.endpoint_id, jsonb_build_object(
+        'msgId', attempt_event.message_id,
+        'msgEventId', (SELECT m.event_id FROM webhook.messages m WHERE m.id = attempt_event.message_id LIMIT 1),
+        'lastAttempt', jsonb_build_object(
+            'id', 'atmpt_' || attempt_event.delivery_id || '_' || attempt_event.attempt,
+            'timestamp', attempt_event.attempted_at,
+            -- 0: no answer (a transport error, a timeout, a refused address, an expired lease).
+            'responseStatusCode', coalesce(attempt_event.status_code, 0))))
+    WHERE NOT EXISTS (SELECT 1 FROM webhook.endpoints e WHERE e.id = attempt_event.endpoint_id AND e.state = 'disabled')
+$$;

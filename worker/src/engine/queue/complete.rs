@@ -20,14 +20,14 @@ WITH r AS (
 ), delivered AS (
     DELETE FROM webhook.deliveries d USING r
     WHERE d.id = r.id AND d.lease_token = r.lease_token AND d.state = 'running' AND r.action = 'delivered'
-    RETURNING d.id, d.message_id, d.endpoint_id, d.attempt, r.attempted_at, r.status_code, r.endpoint_disabled
+    RETURNING d.id
 ), retried AS (
     UPDATE webhook.deliveries d
     SET state = 'pending', run_at = r.run_at, last_error = r.error, last_status = r.status_code,
         leased_by = NULL, lease_expires_at = NULL
     FROM r
     WHERE d.id = r.id AND d.lease_token = r.lease_token AND d.state = 'running' AND r.action = 'retry'
-    RETURNING d.id, d.message_id, d.endpoint_id, d.attempt, r.attempted_at, r.status_code, r.endpoint_disabled
+    RETURNING d.id
 ), released AS (
     UPDATE webhook.deliveries d
     -- A hold parks the row only if the endpoint is still paused by the database's account (the
@@ -77,35 +77,33 @@ WITH r AS (
 ), attempt_events AS (
     -- Svix's per-message events: a dead letter (exhausted), a retry after the fourth failed
     -- attempt (failing), and a delivery after it (recovered), each once, by the lease token's fence.
+    -- The attempt number is filtered on the batch first: most rows are none of these.
     SELECT 'message.attempt.exhausted' AS event_type,
            x.id, x.message_id, x.endpoint_id, x.attempt, x.attempted_at, x.status_code, x.endpoint_disabled
     FROM dead x
     UNION ALL
-    SELECT 'message.attempt.failing', x.* FROM retried x WHERE x.attempt = 4
-    UNION ALL
-    SELECT 'message.attempt.recovered', x.* FROM delivered x WHERE x.attempt > 4
+    SELECT CASE r.action WHEN 'retry' THEN 'message.attempt.failing' ELSE 'message.attempt.recovered' END,
+           r.id, r.message_id, r.endpoint_id, r.attempt, r.attempted_at, r.status_code, r.endpoint_disabled
+    FROM r
+    WHERE ((r.action = 'retry' AND r.attempt = 4) OR (r.action = 'delivered' AND r.attempt > 4))
+      AND (EXISTS (SELECT 1 FROM retried x WHERE x.id = r.id) OR EXISTS (SELECT 1 FROM delivered x WHERE x.id = r.id))
 ), operational AS (
     -- Operational events (docs/operational-events.md), written by the statement that makes the
     -- fenced transition, so each exists exactly when its transition does. The messages of a
     -- disabled endpoint are covered by `endpoint.disabled`, not reported one by one: not when the
     -- worker refused a delivery because its endpoint is disabled (it may know of a 410 before the
-    -- database does), nor when the endpoint is disabled already or by this very batch.
+    -- database does), nor when a 410 of this very batch disables it, nor (attempt_event checks)
+    -- when it is disabled already.
     SELECT 'endpoint.disabled' AS event_type,
            webhook.operational_event('endpoint.disabled', x.id,
                jsonb_build_object('failSince', x.attempted_at, 'trigger', 'automatic')) AS message_id
     FROM disabled x
     UNION ALL
     SELECT x.event_type,
-           webhook.operational_event(x.event_type, x.endpoint_id, jsonb_build_object(
-               'msgId', x.message_id,
-               'msgEventId', (SELECT m.event_id FROM webhook.messages m WHERE m.id = x.message_id LIMIT 1),
-               'lastAttempt', jsonb_build_object('id', 'atmpt_' || x.id || '_' || x.attempt,
-                                                 'timestamp', x.attempted_at,
-                                                 'responseStatusCode', coalesce(x.status_code, 0))))
+           webhook.attempt_event(x.event_type, x.endpoint_id, x.message_id, x.id, x.attempt, x.attempted_at, x.status_code)
     FROM attempt_events x
     WHERE NOT x.endpoint_disabled
       AND NOT EXISTS (SELECT 1 FROM r WHERE r.endpoint_id = x.endpoint_id AND r.disable_reason IS NOT NULL)
-      AND NOT EXISTS (SELECT 1 FROM webhook.endpoints e WHERE e.id = x.endpoint_id AND e.state = 'disabled')
     UNION ALL
     SELECT 'endpoint.circuit.closed', webhook.operational_event('endpoint.circuit.closed', x.id, '{}')
     FROM probed x

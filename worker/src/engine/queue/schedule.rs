@@ -47,14 +47,9 @@ WITH expired AS MATERIALIZED (
     WHERE x.attempt = 4
 ), operational AS (
     SELECT x.event_type,
-           webhook.operational_event(x.event_type, x.endpoint_id, jsonb_build_object(
-               'msgId', x.message_id,
-               'msgEventId', (SELECT m.event_id FROM webhook.messages m WHERE m.id = x.message_id LIMIT 1),
-               'lastAttempt', jsonb_build_object('id', 'atmpt_' || x.id || '_' || x.attempt,
-                                                 'timestamp', x.attempted_at, 'responseStatusCode', 0)))
+           webhook.attempt_event(x.event_type, x.endpoint_id, x.message_id, x.id, x.attempt, x.attempted_at, NULL)
                AS message_id
     FROM attempt_events x
-    WHERE NOT EXISTS (SELECT 1 FROM webhook.endpoints e WHERE e.id = x.endpoint_id AND e.state = 'disabled')
 )
 SELECT (SELECT count(*) FROM requeued) + (SELECT count(*) FROM dead) AS reaped,
        (SELECT array_agg(event_type) FROM operational WHERE message_id IS NOT NULL) AS operational
