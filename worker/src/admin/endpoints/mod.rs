@@ -206,7 +206,9 @@ pub enum StateChange {
 
 /// Changes the endpoint's state, recording `reason`. Pausing parks its pending deliveries
 /// (they keep their schedule and spend no attempts); resuming returns them to the queue.
-/// Returns how many deliveries were parked or returned.
+/// Disabling and enabling emit `endpoint.disabled` (trigger manual) and `endpoint.enabled`
+/// (docs/operational-events.md) in the same transaction. Returns how many deliveries were parked
+/// or returned.
 ///
 /// # Errors
 /// [`Error::NotFound`], [`Error::State`] when the change does not apply, or a database failure.

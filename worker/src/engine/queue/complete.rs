@@ -184,7 +184,8 @@ impl<'a> Columns<'a> {
 /// Applies a batch of completions in one statement and records every attempt (not releases) in
 /// the history. Each row changes only if it is still `running` under the completion's lease token
 /// (the rest were stale: their lease had expired). A probe's completion stores the circuit it
-/// decided.
+/// decided. The operational events of the transitions the batch makes (endpoint disabled, dead
+/// letters, fourth failures and recoveries, circuit closed) are enqueued by the same statement.
 ///
 /// Moving a reopened endpoint's backlog is a separate statement ([`defer_reopened_backlog`]):
 /// inside this one, even never executed, it cost 100–200 ms per batch with millions of rows
