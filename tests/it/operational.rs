@@ -31,11 +31,11 @@ async fn operational_endpoint(pool: &PgPool, url: &str) -> (Uuid, SigningSecret)
     (endpoints::create(pool, &key_ring, &changes, &secret).await.unwrap(), secret)
 }
 
-/// A worker process with fast retries (three attempts) and a quick breaker.
+/// A worker process with fast retries (six attempts) and a quick breaker.
 fn worker_process(db: &TestDb) -> Child {
     binary(db)
         .arg("run")
-        .env("WEBHOOK_RETRY_SCHEDULE", "0s,0s")
+        .env("WEBHOOK_RETRY_SCHEDULE", "0s,0s,0s,0s,0s")
         .env("WEBHOOK_BREAKER_FAILURE_THRESHOLD", "3")
         .env("WEBHOOK_BREAKER_FAILURE_RATIO", "1.0")
         .env("WEBHOOK_BREAKER_COOLDOWN", "1s")
@@ -87,6 +87,27 @@ fn verified(got: &Received, secret: &SigningSecret) -> Value {
     serde_json::from_str(&got.body).unwrap()
 }
 
+/// The per-delivery transitions of `endpoint` as the database recorded them: dead letters, retries
+/// after a fourth failed attempt, deliveries after one. The events must match them one for one.
+async fn delivery_transitions(db: &TestDb, endpoint: Uuid) -> [(&'static str, usize); 3] {
+    let count = |sql: String| async move { usize::try_from(db.count(&sql).await).unwrap() };
+    let attempts = format!("SELECT count(*) FROM webhook.delivery_attempts WHERE endpoint_id = '{endpoint}'");
+    [
+        (
+            "message.attempt.exhausted",
+            count(format!("SELECT count(*) FROM webhook.dead_letters WHERE endpoint_id = '{endpoint}'")).await,
+        ),
+        ("message.attempt.failing", count(format!("{attempts} AND attempt = 4 AND outcome = 'retried'")).await),
+        ("message.attempt.recovered", count(format!("{attempts} AND attempt > 4 AND outcome = 'delivered'")).await),
+    ]
+}
+
+/// The same three counts from the events about `endpoint`.
+fn delivery_events(events: &[(String, Value)], endpoint: Uuid) -> [(&'static str, usize); 3] {
+    ["message.attempt.exhausted", "message.attempt.failing", "message.attempt.recovered"]
+        .map(|kind| (kind, about(events, kind, endpoint)))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_operational_event_fires_once_per_transition_across_three_workers() {
     let db = TestDb::exclusive().await;
@@ -99,13 +120,20 @@ async fn each_operational_event_fires_once_per_transition_across_three_workers()
     receiver.answer("/flaky", Answer { status: 500, ..Answer::default() });
     let (dying, _) = endpoint(&db.pool, &receiver.url("/dying")).await;
     receiver.answer("/dying", Answer { status: 500, ..Answer::default() });
+    let (recovering, _) = endpoint(&db.pool, &receiver.url("/recovering")).await;
+    receiver.answer("/recovering", Answer { fail_first: 4, ..Answer::default() });
+    let (rotated, _) = endpoint(&db.pool, &receiver.url("/rotated")).await;
+    let key_ring = KeyRing::parse(key_ring_text()).unwrap();
+    let grace = Duration::from_secs(1800);
+    endpoints::rotate_secret(&db.pool, &key_ring, rotated, &SigningSecret::generate(), grace).await.unwrap();
 
     let fleet = Fleet((0..3).map(|_| worker_process(&db)).collect());
     wait_until(&db.pool, "SELECT count(*) = 3 FROM webhook.workers", WAIT).await;
     insert_deliveries(&db.pool, gone, 30).await;
     insert_deliveries(&db.pool, flaky, 30).await;
-    insert_deliveries(&db.pool, dying, 3).await;
-    // The 410 disables one endpoint; the other trips its circuit and recovers once it is open.
+    insert_deliveries(&db.pool, dying, 2).await;
+    insert_deliveries(&db.pool, recovering, 1).await;
+    // The 410 disables one endpoint; another trips its circuit and recovers once it is open.
     let open = format!("SELECT circuit_state = 'open' FROM webhook.endpoints WHERE id = '{flaky}'");
     wait_until(&db.pool, &open, WAIT).await;
     receiver.answer("/flaky", Answer::default());
@@ -117,7 +145,6 @@ async fn each_operational_event_fires_once_per_transition_across_three_workers()
     drop(fleet);
 
     let events = emitted(&db.pool).await;
-    let dead = |id: Uuid| format!("SELECT count(*) FROM webhook.dead_letters WHERE endpoint_id = '{id}'");
     // The endpoint.disabled race was real: more than one worker got a 410 for it.
     let racing = db
         .count(&format!(
@@ -127,19 +154,30 @@ async fn each_operational_event_fires_once_per_transition_across_three_workers()
     eprintln!("operational events: {} ({racing} workers saw the 410)", events.len());
     assert!(racing >= 2, "only {racing} worker(s) saw the 410: the race was not exercised");
     assert_eq!(about(&events, "endpoint.disabled", gone), 1, "{events:#?}");
-    assert_eq!(
-        about(&events, "message.attempt.exhausted", gone),
-        0,
-        "the disabled endpoint's dead letters are one event"
-    );
+    let none = ["message.attempt.exhausted", "message.attempt.failing", "message.attempt.recovered"].map(|k| (k, 0));
+    assert_eq!(delivery_events(&events, gone), none, "the disabled endpoint's messages are its one event");
     assert_eq!(about(&events, "endpoint.circuit.opened", flaky), 1, "{events:#?}");
     assert_eq!(about(&events, "endpoint.circuit.closed", flaky), 1, "{events:#?}");
-    let flaky_dead = usize::try_from(db.count(&dead(flaky)).await).unwrap();
-    assert_eq!(about(&events, "message.attempt.exhausted", flaky), flaky_dead);
-    assert_eq!(db.count(&dead(dying)).await, 3, "the failing endpoint's deliveries died");
-    assert_eq!(about(&events, "message.attempt.exhausted", dying), 3, "{events:#?}");
-    assert!(about(&events, "endpoint.circuit.opened", dying) <= 1);
-    assert_eq!(about(&events, "endpoint.circuit.closed", dying), 0);
+    for id in [flaky, dying, recovering] {
+        assert_eq!(delivery_events(&events, id), delivery_transitions(&db, id).await, "{events:#?}");
+    }
+    assert_eq!(delivery_events(&events, dying)[0], ("message.attempt.exhausted", 2), "both died");
+    assert_eq!(delivery_events(&events, dying)[1], ("message.attempt.failing", 2), "both failed a fourth time");
+    assert_eq!(
+        delivery_events(&events, recovering)[1..],
+        [("message.attempt.failing", 1), ("message.attempt.recovered", 1)]
+    );
+    // Every circuit is reported open exactly while it is: opened once more than closed if it is
+    // open now (one left open with nothing waiting stays so), as often otherwise.
+    for id in [gone, flaky, dying, recovering] {
+        let state = format!("SELECT count(*) FROM webhook.endpoints WHERE id = '{id}' AND circuit_state <> 'closed'");
+        let open_now = usize::try_from(db.count(&state).await).unwrap();
+        let (opened, closed) =
+            (about(&events, "endpoint.circuit.opened", id), about(&events, "endpoint.circuit.closed", id));
+        assert_eq!(opened, closed + open_now, "{events:#?}");
+        assert!(opened <= 1, "no circuit here opened twice, so no event may repeat: {events:#?}");
+    }
+    assert_eq!(about(&events, "endpoint.secret.expiring", rotated), 1, "one leader at a time, once");
     assert!(events.iter().all(|(_, payload)| payload["data"]["endpointId"] != ids::endpoint_id(ops).as_str()));
 
     // Each event reached the subscriber once, signed, in the Svix shape.
@@ -160,18 +198,21 @@ async fn each_operational_event_fires_once_per_transition_across_three_workers()
         assert_eq!(data["appId"], ids::app_id(Uuid::nil()).as_str());
         assert_eq!(data["appUid"], "default");
         *kinds.entry(body["type"].as_str().unwrap().to_owned()).or_insert(0) += 1;
+        let status = &data["lastAttempt"]["responseStatusCode"];
         match body["type"].as_str().unwrap() {
             "endpoint.disabled" => {
                 assert_eq!(data["trigger"], "automatic");
                 assert!(data["failSince"].is_string(), "{body}");
             }
-            "message.attempt.exhausted" => {
+            "message.attempt.exhausted" | "message.attempt.failing" => {
                 assert!(data["msgId"].as_str().unwrap().starts_with("msg_"), "{body}");
                 assert!(data["lastAttempt"]["id"].as_str().unwrap().starts_with("atmpt_"), "{body}");
-                assert_eq!(data["lastAttempt"]["responseStatusCode"], 500, "{body}");
+                assert_eq!(*status, 500, "{body}");
             }
+            "message.attempt.recovered" => assert_eq!(*status, 200, "{body}"),
             "endpoint.circuit.opened" => assert!(data["openUntil"].is_string(), "{body}"),
             "endpoint.circuit.closed" => {}
+            "endpoint.secret.expiring" => assert!(data["expiresAt"].is_string(), "{body}"),
             other => panic!("unexpected operational event {other}: {body}"),
         }
     }
