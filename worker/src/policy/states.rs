@@ -178,6 +178,10 @@ mod tests {
         for outcome in DeliveryOutcome::ALL {
             assert_eq!(outcome.to_string().parse::<DeliveryOutcome>(), Ok(*outcome));
         }
+        for event in OperationalEvent::ALL {
+            assert_eq!(event.as_str().parse::<OperationalEvent>(), Ok(*event));
+        }
+        assert_eq!(OperationalEvent::AttemptExhausted.as_str(), "message.attempt.exhausted", "Svix's name");
         let err = "halfopen".parse::<CircuitState>().unwrap_err();
         assert_eq!(
             err.to_string(),
