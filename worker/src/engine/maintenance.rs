@@ -151,9 +151,10 @@ pub async fn maintain(
         sqlx::query(REFRESH_OLDEST_READY).execute(&mut *connection).await?;
     }
     sqlx::query(FORGET_DEAD_WORKERS).bind(WORKER_EXPIRY_SECONDS).execute(&mut *connection).await?;
-    report_expiring_secrets(connection).await?;
     let today = Utc::now().date_naive();
     ensure_partitions(connection, today).await?;
+    // After the partitions: the events are messages, stored in today's partition.
+    report_expiring_secrets(connection).await?;
     apply_retention(connection, &settings.retention, today).await
 }
 
