@@ -236,7 +236,11 @@ async fn bad_input_gets_a_precise_4xx_and_changes_nothing() {
     .fetch_one(&db.pool)
     .await
     .unwrap();
-    assert_eq!(counts, (2, 1, 0), "the default application, tenant-a and its one endpoint; no message");
+    assert_eq!(
+        counts,
+        (3, 1, 0),
+        "the default and operational applications, tenant-a and its one endpoint; no message"
+    );
     api.stop().await;
 }
 

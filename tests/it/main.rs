@@ -15,6 +15,7 @@ mod house;
 mod ingest;
 mod observe;
 mod operate;
+mod operational;
 mod process;
 mod producer;
 mod properties;

@@ -17,3 +17,14 @@ pub fn migration_count() -> i64 {
         .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".up.sql"))
         .count() as i64
 }
+
+/// The newest migration's version (its `NNNN_` prefix): the schema version after `migrate`. Not
+/// the count, which differs while a branch adds a migration whose predecessor is on another.
+pub fn latest_migration() -> i64 {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schema/migrations");
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.unwrap().file_name().to_string_lossy().split('_').next()?.parse().ok())
+        .max()
+        .unwrap()
+}

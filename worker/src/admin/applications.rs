@@ -9,6 +9,11 @@ use uuid::Uuid;
 use crate::admin::ids::{self, Kind, Scope};
 use crate::admin::page::{Page, PageRequest};
 
+/// The operational application (migration 0007): its endpoints receive the operational events
+/// (docs/operational-events.md), and events about its own endpoints are never emitted. Its uid
+/// is `operational` unless a customer had that uid first.
+pub const OPERATIONAL: Uuid = Uuid::from_u128(1);
+
 /// Why an application operation was refused.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

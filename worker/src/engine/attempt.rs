@@ -66,7 +66,12 @@ pub async fn run(
     let started = Instant::now();
     let attempted_at = Utc::now();
     let (attempted, probe) = match preflight(ctx, delivery, endpoint.as_ref()) {
-        Err(early) => (early, endpoint.and_then(|e| probed_by(&e.circuit, delivery.id))),
+        Err(early) => {
+            let disabled = endpoint.as_ref().is_some_and(|e| e.state == EndpointState::Disabled);
+            let probe = endpoint.and_then(|e| probed_by(&e.circuit, delivery.id));
+            let completion = finish(ctx, delivery, early, (attempted_at, started.elapsed()), probe);
+            return completion.of_disabled_endpoint(disabled);
+        }
         Ok(Preflight::Hold) => {
             metrics::delivery_finished(DeliveryOutcome::Deferred);
             return Completion::new(delivery, Step::Hold, Facts::none(DeliveryOutcome::Deferred));

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::observe::metrics;
 use crate::policy::circuit::{BreakerSettings, Circuit, Event, transition};
-use crate::policy::states::CircuitState;
+use crate::policy::states::{CircuitState, OperationalEvent};
 
 pub(crate) const LOAD_CIRCUIT: &str = r#"
 SELECT circuit_state, circuit_open_until, circuit_cooldown_ms, circuit_probe_delivery
@@ -35,7 +35,7 @@ WITH r AS (
         circuit_probe_delivery = r.probe, circuit_changed_at = now()
     FROM r
     WHERE e.id = r.id AND e.circuit_state = r.from_state AND e.circuit_probe_delivery IS NOT DISTINCT FROM r.from_probe
-    RETURNING e.id, e.circuit_state, e.circuit_open_until, e.circuit_probe_delivery
+    RETURNING e.id, e.circuit_state, e.circuit_open_until, e.circuit_probe_delivery, r.from_state
 ), probe_due AS (
     -- A half-open circuit's probe is made due now.
     UPDATE webhook.deliveries d SET run_at = now()
@@ -47,8 +47,18 @@ WITH r AS (
     FROM changed c
     WHERE c.circuit_state = 'open' AND d.endpoint_id = c.id AND d.state = 'pending' AND d.run_at < c.circuit_open_until
     RETURNING d.id
+), operational AS (
+    -- The operational event of a circuit that opened (docs/operational-events.md), in the
+    -- statement that stored the fenced transition: once fleet-wide. A failed probe's reopening
+    -- (half-open → open) is not a new one: the circuit never closed.
+    SELECT webhook.operational_event('endpoint.circuit.opened', c.id,
+               jsonb_build_object('openUntil', c.circuit_open_until)) AS message_id
+    FROM changed c
+    WHERE c.from_state = 'closed' AND c.circuit_state = 'open'
 )
-SELECT circuit_state, (SELECT count(*) FROM deferred) AS deferred FROM changed
+SELECT circuit_state, (SELECT count(*) FROM deferred) AS deferred,
+       (SELECT count(message_id) FROM operational) AS operational
+FROM changed
 "#;
 
 /// Stores `(endpoint, from, to)` transitions, each only if the circuit is still `from`; returns
@@ -64,7 +74,7 @@ async fn store<'e>(
     let until: Vec<Option<DateTime<Utc>>> = changes.iter().map(|c| c.2.open_until).collect();
     let cooldowns: Vec<Option<i32>> = changes.iter().map(|c| c.2.cooldown_ms).collect();
     let probes: Vec<Option<i64>> = changes.iter().map(|c| c.2.probe).collect();
-    let stored: Vec<(CircuitState, i64)> = sqlx::query_as(STORE_TRANSITIONS)
+    let stored: Vec<(CircuitState, i64, i64)> = sqlx::query_as(STORE_TRANSITIONS)
         .bind(ids)
         .bind(from_states)
         .bind(from_probes)
@@ -74,13 +84,15 @@ async fn store<'e>(
         .bind(probes)
         .fetch_all(executor)
         .await?;
-    // The statement's one count of backlog moved behind cool-downs, repeated on every row.
-    let deferred = stored.first().map_or(0, |(_, deferred)| *deferred);
+    // The statement's counts of backlog moved behind cool-downs and of events emitted, repeated
+    // on every row.
+    let (deferred, opened) = stored.first().map_or((0, 0), |(_, deferred, opened)| (*deferred, *opened));
     metrics::protection_deferred(metrics::Deferral::Circuit, u64::try_from(deferred).unwrap_or(0));
-    for (state, _) in &stored {
+    metrics::operational_event(OperationalEvent::CircuitOpened, u64::try_from(opened).unwrap_or(0));
+    for (state, ..) in &stored {
         metrics::breaker_transition(*state);
     }
-    Ok(stored.into_iter().map(|(state, _)| state).collect())
+    Ok(stored.into_iter().map(|(state, ..)| state).collect())
 }
 
 /// Opens the closed circuit of `endpoint` for the whole fleet after this worker's detector

@@ -107,6 +107,7 @@ async fn write(writer: &Writer, batch: &[Completion]) {
         match written {
             Ok(done) => {
                 writer.health.database_ok();
+                crate::observe::metrics::operational_events(done.operational.as_deref().unwrap_or_default());
                 let reopened = done.reopened.unwrap_or_default();
                 for _ in 0..done.closed {
                     crate::observe::metrics::breaker_transition(CircuitState::Closed);

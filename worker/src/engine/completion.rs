@@ -107,6 +107,9 @@ pub struct Completion {
     /// Set on a circuit's probe: the circuit its result decided (stored only if the circuit is
     /// still half-open with this probe).
     pub circuit: Option<Circuit>,
+    /// Refused because its endpoint is disabled: the dead letter is covered by the endpoint's
+    /// `endpoint.disabled` operational event and not reported on its own.
+    pub endpoint_disabled: bool,
 }
 
 impl Completion {
@@ -130,6 +133,7 @@ impl Completion {
             facts,
             disable_endpoint,
             circuit: None,
+            endpoint_disabled: false,
         }
     }
 
@@ -144,6 +148,13 @@ impl Completion {
     #[must_use]
     pub fn deciding(mut self, circuit: Option<Circuit>) -> Self {
         self.circuit = circuit;
+        self
+    }
+
+    /// Marks a completion refused because its endpoint is disabled (see
+    /// [`Completion::endpoint_disabled`]).
+    pub fn of_disabled_endpoint(mut self, disabled: bool) -> Self {
+        self.endpoint_disabled = disabled;
         self
     }
 }

@@ -153,7 +153,46 @@ pub async fn maintain(
     sqlx::query(FORGET_DEAD_WORKERS).bind(WORKER_EXPIRY_SECONDS).execute(&mut *connection).await?;
     let today = Utc::now().date_naive();
     ensure_partitions(connection, today).await?;
+    // After the partitions: the events are messages, stored in today's partition.
+    report_expiring_secrets(connection).await?;
     apply_retention(connection, &settings.retention, today).await
+}
+
+/// How long before a rotated-out secret stops signing `endpoint.secret.expiring` is emitted (at
+/// the leader's first round after a rotation whose grace is shorter).
+pub const SECRET_EXPIRY_NOTICE: Duration = Duration::from_secs(3600);
+
+const REPORT_EXPIRING_SECRETS: &str = r#"
+WITH noticed AS (
+    UPDATE webhook.endpoint_secrets s
+    SET expiry_reported_at = now()
+    WHERE s.expiry_reported_at IS NULL AND s.expires_at > now() AND s.expires_at <= now() + make_interval(secs => $1)
+    RETURNING s.endpoint_id, s.expires_at
+), operational AS (
+    -- One event per endpoint and expiry (secrets rotated out together expire together), marked
+    -- reported in the same statement: once, whoever leads (docs/operational-events.md).
+    SELECT webhook.operational_event('endpoint.secret.expiring', n.endpoint_id,
+               jsonb_build_object('expiresAt', n.expires_at)) AS message_id
+    FROM (SELECT DISTINCT endpoint_id, expires_at FROM noticed) n
+)
+SELECT count(message_id) FROM operational
+"#;
+
+/// Emits `endpoint.secret.expiring` once for every rotated-out secret that stops signing within
+/// [`SECRET_EXPIRY_NOTICE`]. Returns how many events were emitted.
+///
+/// # Errors
+/// The database error.
+pub async fn report_expiring_secrets(connection: &mut PgConnection) -> Result<i64, sqlx::Error> {
+    let emitted: i64 = sqlx::query_scalar(REPORT_EXPIRING_SECRETS)
+        .bind(SECRET_EXPIRY_NOTICE.as_secs_f64())
+        .fetch_one(&mut *connection)
+        .await?;
+    crate::observe::metrics::operational_event(
+        crate::policy::states::OperationalEvent::SecretExpiring,
+        u64::try_from(emitted).unwrap_or(0),
+    );
+    Ok(emitted)
 }
 
 /// Drops attempt partitions wholly older than the retention, deletes old dead letters and
@@ -333,6 +372,7 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("try_lead", TRY_LEAD),
     ("partitions", PARTITIONS),
     ("delete_expired_secrets", DELETE_EXPIRED_SECRETS),
+    ("report_expiring_secrets", REPORT_EXPIRING_SECRETS),
     ("compute_stats", COMPUTE_STATS),
     ("refresh_oldest_ready", REFRESH_OLDEST_READY),
     ("read_stats", READ_STATS),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::policy::states::{CircuitState, DeliveryOutcome};
+use crate::policy::states::{CircuitState, DeliveryOutcome, OperationalEvent};
 
 const LATENCY_BUCKETS: &[f64] =
     &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0];
@@ -44,6 +44,9 @@ fn register_zeroes() {
     for to in CircuitState::ALL {
         counter!("webhook_breaker_transitions_total", "to" => to.as_str()).increment(0);
     }
+    for event in OperationalEvent::ALL {
+        counter!("webhook_operational_events_total", "event" => event.as_str()).increment(0);
+    }
     for reason in Deferral::ALL {
         counter!("webhook_protection_deferred_total", "reason" => reason.as_str()).increment(0);
     }
@@ -78,6 +81,7 @@ fn describe() {
     describe_histogram!("webhook_api_request_duration_seconds", "Management API request duration by route template");
     describe_counter!("webhook_breaker_transitions_total", "Circuit breaker transitions by target state");
     describe_gauge!("webhook_breaker_open_endpoints", "Endpoints whose circuit is open");
+    describe_counter!("webhook_operational_events_total", "Operational events emitted by this worker, by event type");
     describe_counter!("webhook_database_errors_total", "Database errors by operation");
     describe_counter!(
         "webhook_protection_deferred_total",
@@ -203,4 +207,19 @@ pub fn breaker_transition(to: CircuitState) {
 /// Publishes how many endpoints have a circuit that is not closed.
 pub fn breaker_open_endpoints(count: i64) {
     gauge!("webhook_breaker_open_endpoints").set(count as f64);
+}
+
+/// Counts `count` operational events of type `event` emitted by a statement of this worker.
+pub fn operational_event(event: OperationalEvent, count: u64) {
+    counter!("webhook_operational_events_total", "event" => event.as_str()).increment(count);
+}
+
+/// Counts the operational events a statement of this worker emitted, by the event type names it
+/// returned (a name that is no [`OperationalEvent`] is not counted, so the label stays bounded).
+pub fn operational_events<S: AsRef<str>>(emitted: &[S]) {
+    for name in emitted {
+        if let Ok(event) = name.as_ref().parse::<OperationalEvent>() {
+            operational_event(event, 1);
+        }
+    }
 }

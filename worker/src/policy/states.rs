@@ -142,6 +142,30 @@ text_enum! {
     }
 }
 
+text_enum! {
+    /// The operational events (docs/operational-events.md): the `type` of their payload, their
+    /// event type in the operational application, and the label of
+    /// `webhook_operational_events_total{event}`. Svix's names where Svix has the event.
+    OperationalEvent {
+        /// An endpoint was disabled: by a 410 (`trigger: automatic`) or by an operator (`manual`).
+        EndpointDisabled => "endpoint.disabled",
+        /// An operator enabled a disabled endpoint.
+        EndpointEnabled => "endpoint.enabled",
+        /// A delivery became a dead letter (retries exhausted or a permanent failure).
+        AttemptExhausted => "message.attempt.exhausted",
+        /// A delivery's fourth attempt failed and another is scheduled.
+        AttemptFailing => "message.attempt.failing",
+        /// A delivery succeeded after its fourth attempt had failed.
+        AttemptRecovered => "message.attempt.recovered",
+        /// An endpoint's circuit opened (closed → open; a failed probe's reopening is not one).
+        CircuitOpened => "endpoint.circuit.opened",
+        /// An endpoint's circuit closed after a successful probe.
+        CircuitClosed => "endpoint.circuit.closed",
+        /// A rotated-out secret of an endpoint stops signing soon.
+        SecretExpiring => "endpoint.secret.expiring",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,6 +178,10 @@ mod tests {
         for outcome in DeliveryOutcome::ALL {
             assert_eq!(outcome.to_string().parse::<DeliveryOutcome>(), Ok(*outcome));
         }
+        for event in OperationalEvent::ALL {
+            assert_eq!(event.as_str().parse::<OperationalEvent>(), Ok(*event));
+        }
+        assert_eq!(OperationalEvent::AttemptExhausted.as_str(), "message.attempt.exhausted", "Svix's name");
         let err = "halfopen".parse::<CircuitState>().unwrap_err();
         assert_eq!(
             err.to_string(),

@@ -19,7 +19,7 @@ use uuid::Uuid;
 
 use crate::policy::crypto::KeyRing;
 use crate::policy::signing::SigningSecret;
-use crate::policy::states::EndpointState;
+use crate::policy::states::{EndpointState, OperationalEvent};
 
 /// Why an endpoint change was refused.
 #[derive(Debug, thiserror::Error)]
@@ -209,7 +209,9 @@ pub enum StateChange {
 
 /// Changes the endpoint's state, recording `reason`. Pausing parks its pending deliveries
 /// (they keep their schedule and spend no attempts); resuming returns them to the queue.
-/// Returns how many deliveries were parked or returned.
+/// Disabling and enabling emit `endpoint.disabled` (trigger manual) and `endpoint.enabled`
+/// (docs/operational-events.md) in the same transaction. Returns how many deliveries were parked
+/// or returned.
 ///
 /// # Errors
 /// [`Error::NotFound`], [`Error::State`] when the change does not apply, or a database failure.
@@ -233,7 +235,22 @@ pub async fn change_state(pool: &PgPool, id: Uuid, change: StateChange, reason: 
         StateChange::Disable => Some("disabled by an operator"),
         StateChange::Resume | StateChange::Enable => None,
     };
-    sqlx::query(SET_STATE).bind(id).bind(to).bind(reason.or(default_reason)).execute(&mut *tx).await?;
+    // Svix's operational events for an operator's change: `endpoint.disabled` (trigger manual)
+    // and `endpoint.enabled`; pausing and resuming have none.
+    let event = match change {
+        StateChange::Disable => Some((OperationalEvent::EndpointDisabled, serde_json::json!({ "trigger": "manual" }))),
+        StateChange::Enable => Some((OperationalEvent::EndpointEnabled, serde_json::json!({}))),
+        StateChange::Pause | StateChange::Resume => None,
+    };
+    let (event, data) = event.unzip();
+    sqlx::query(SET_STATE)
+        .bind(id)
+        .bind(to)
+        .bind(reason.or(default_reason))
+        .bind(event)
+        .bind(data)
+        .execute(&mut *tx)
+        .await?;
     let moved = match change {
         StateChange::Pause => sqlx::query(PARK_DELIVERIES).bind(id).execute(&mut *tx).await?.rows_affected(),
         // A disabled endpoint's parked deliveries return to the queue too, where the workers turn

@@ -17,7 +17,16 @@ SET url = coalesce($2, url), event_types = coalesce($3, event_types), descriptio
 WHERE id = $1 AND ($13::uuid IS NULL OR application_id = $13)
 "#;
 pub(super) const LOCK_STATE: &str = "SELECT state FROM webhook.endpoints WHERE id = $1 FOR UPDATE";
-pub(super) const SET_STATE: &str = "UPDATE webhook.endpoints SET state = $2, state_reason = $3, state_changed_at = now(), updated_at = now() WHERE id = $1";
+/// `$4`/`$5`: the operational event the change emits, if any, and its data
+/// (docs/operational-events.md), in the statement that makes the change.
+pub(super) const SET_STATE: &str = r#"
+WITH changed AS (
+    UPDATE webhook.endpoints SET state = $2, state_reason = $3, state_changed_at = now(), updated_at = now()
+    WHERE id = $1
+    RETURNING id
+)
+SELECT webhook.operational_event($4, id, $5) FROM changed WHERE $4::text IS NOT NULL
+"#;
 pub(super) const PARK_DELIVERIES: &str =
     "UPDATE webhook.deliveries SET state = 'paused' WHERE endpoint_id = $1 AND state = 'pending'";
 pub(super) const UNPARK_DELIVERIES: &str =

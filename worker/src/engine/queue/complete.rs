@@ -13,10 +13,10 @@ WITH r AS (
     SELECT *
     FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[], $6::integer[],
                 $7::uuid[], $8::text[], $9::integer[], $10::timestamptz[], $11::integer[], $12::text[],
-                $13::text[], $14::text[], $15::text[], $16::timestamptz[], $17::integer[])
+                $13::text[], $14::text[], $15::text[], $16::timestamptz[], $17::integer[], $19::boolean[])
       AS r(id, lease_token, action, run_at, error, status_code, endpoint_id, message_id, attempt,
            attempted_at, duration_ms, outcome, response_excerpt, disable_reason,
-           circuit_state, circuit_open_until, circuit_cooldown_ms)
+           circuit_state, circuit_open_until, circuit_cooldown_ms, endpoint_disabled)
 ), delivered AS (
     DELETE FROM webhook.deliveries d USING r
     WHERE d.id = r.id AND d.lease_token = r.lease_token AND d.state = 'running' AND r.action = 'delivered'
@@ -43,7 +43,7 @@ WITH r AS (
     DELETE FROM webhook.deliveries d USING r
     WHERE d.id = r.id AND d.lease_token = r.lease_token AND d.state = 'running' AND r.action = 'dead'
     RETURNING d.id, d.message_id, d.endpoint_id, d.event_type, d.payload, d.attempt, d.created_at,
-              r.error, r.status_code
+              r.error, r.status_code, r.attempted_at, r.endpoint_disabled
 ), buried AS (
     INSERT INTO webhook.dead_letters
         (delivery_id, message_id, endpoint_id, event_type, payload, attempts, enqueued_at, last_error, last_status)
@@ -64,7 +64,7 @@ WITH r AS (
     SET state = 'disabled', state_reason = r.disable_reason, state_changed_at = now(), updated_at = now()
     FROM r
     WHERE e.id = r.endpoint_id AND r.disable_reason IS NOT NULL AND e.state <> 'disabled'
-    RETURNING e.id
+    RETURNING e.id, r.attempted_at
 ), probed AS (
     -- A probe's result carries the circuit it decided (policy::circuit): stored only while the
     -- circuit is still half-open with this very probe.
@@ -74,11 +74,46 @@ WITH r AS (
     FROM r
     WHERE r.circuit_state IS NOT NULL AND e.circuit_probe_delivery = r.id AND e.circuit_state = 'half_open'
     RETURNING e.id, e.circuit_state
+), attempt_events AS (
+    -- Svix's per-message events: a dead letter (exhausted), a retry after the fourth failed
+    -- attempt (failing), and a delivery after it (recovered), each once, by the lease token's fence.
+    -- The attempt number is filtered on the batch first: most rows are none of these.
+    SELECT 'message.attempt.exhausted' AS event_type,
+           x.id, x.message_id, x.endpoint_id, x.attempt, x.attempted_at, x.status_code, x.endpoint_disabled
+    FROM dead x
+    UNION ALL
+    SELECT CASE r.action WHEN 'retry' THEN 'message.attempt.failing' ELSE 'message.attempt.recovered' END,
+           r.id, r.message_id, r.endpoint_id, r.attempt, r.attempted_at, r.status_code, r.endpoint_disabled
+    FROM r
+    WHERE ((r.action = 'retry' AND r.attempt = 4) OR (r.action = 'delivered' AND r.attempt > 4))
+      AND (EXISTS (SELECT 1 FROM retried x WHERE x.id = r.id) OR EXISTS (SELECT 1 FROM delivered x WHERE x.id = r.id))
+), operational AS (
+    -- Operational events (docs/operational-events.md), written by the statement that makes the
+    -- fenced transition, so each exists exactly when its transition does. The messages of a
+    -- disabled endpoint are covered by `endpoint.disabled`, not reported one by one: not when the
+    -- worker refused a delivery because its endpoint is disabled (it may know of a 410 before the
+    -- database does), nor when a 410 of this very batch disables it, nor (attempt_event checks)
+    -- when it is disabled already.
+    SELECT 'endpoint.disabled' AS event_type,
+           webhook.operational_event('endpoint.disabled', x.id,
+               jsonb_build_object('failSince', x.attempted_at, 'trigger', 'automatic')) AS message_id
+    FROM disabled x
+    UNION ALL
+    SELECT x.event_type,
+           webhook.attempt_event(x.event_type, x.endpoint_id, x.message_id, x.id, x.attempt, x.attempted_at, x.status_code)
+    FROM attempt_events x
+    WHERE NOT x.endpoint_disabled
+      AND NOT EXISTS (SELECT 1 FROM r WHERE r.endpoint_id = x.endpoint_id AND r.disable_reason IS NOT NULL)
+    UNION ALL
+    SELECT 'endpoint.circuit.closed', webhook.operational_event('endpoint.circuit.closed', x.id, '{}')
+    FROM probed x
+    WHERE x.circuit_state = 'closed'
 )
 SELECT (SELECT count(*) FROM delivered) + (SELECT count(*) FROM retried)
      + (SELECT count(*) FROM released) + (SELECT count(*) FROM dead) AS applied,
        (SELECT count(*) FROM probed WHERE circuit_state = 'closed') AS closed,
-       (SELECT array_agg(id) FROM probed WHERE circuit_state = 'open') AS reopened
+       (SELECT array_agg(id) FROM probed WHERE circuit_state = 'open') AS reopened,
+       (SELECT array_agg(event_type) FROM operational WHERE message_id IS NOT NULL) AS operational
 "#;
 
 /// What a completion batch did besides the rows themselves.
@@ -91,6 +126,8 @@ pub struct Completed {
     /// Endpoints whose circuit a failed probe opened again: their backlog must be moved behind
     /// the new cool-down with [`defer_reopened_backlog`].
     pub reopened: Option<Vec<Uuid>>,
+    /// The operational events the batch emitted, by event type (`None`: none).
+    pub operational: Option<Vec<String>>,
 }
 
 /// A batch of completions as the statement's columns: one array per column.
@@ -113,6 +150,7 @@ struct Columns<'a> {
     circuit_states: Vec<Option<CircuitState>>,
     circuit_until: Vec<Option<DateTime<Utc>>>,
     circuit_cooldowns: Vec<Option<i32>>,
+    endpoint_disabled: Vec<bool>,
 }
 
 impl<'a> Columns<'a> {
@@ -137,6 +175,7 @@ impl<'a> Columns<'a> {
             c.circuit_states.push(done.circuit.as_ref().map(|circuit| circuit.state));
             c.circuit_until.push(done.circuit.as_ref().and_then(|circuit| circuit.open_until));
             c.circuit_cooldowns.push(done.circuit.as_ref().and_then(|circuit| circuit.cooldown_ms));
+            c.endpoint_disabled.push(done.endpoint_disabled);
         }
         c
     }
@@ -145,7 +184,8 @@ impl<'a> Columns<'a> {
 /// Applies a batch of completions in one statement and records every attempt (not releases) in
 /// the history. Each row changes only if it is still `running` under the completion's lease token
 /// (the rest were stale: their lease had expired). A probe's completion stores the circuit it
-/// decided.
+/// decided. The operational events of the transitions the batch makes (endpoint disabled, dead
+/// letters, fourth failures and recoveries, circuit closed) are enqueued by the same statement.
 ///
 /// Moving a reopened endpoint's backlog is a separate statement ([`defer_reopened_backlog`]):
 /// inside this one, even never executed, it cost 100–200 ms per batch with millions of rows
@@ -174,6 +214,7 @@ pub async fn complete_batch(pool: &PgPool, worker_id: &str, batch: &[Completion]
         .bind(c.circuit_until)
         .bind(c.circuit_cooldowns)
         .bind(worker_id)
+        .bind(c.endpoint_disabled)
         .fetch_one(pool)
         .await
 }

@@ -23,11 +23,12 @@ WITH expired AS MATERIALIZED (
         leased_by = NULL, lease_expires_at = NULL
     FROM expired
     WHERE d.id = expired.id AND d.attempt < $2
-    RETURNING d.id
+    RETURNING d.id, d.message_id, d.endpoint_id, d.attempt
 ), dead AS (
     DELETE FROM webhook.deliveries d USING expired
     WHERE d.id = expired.id AND d.attempt >= $2
     RETURNING d.id, d.message_id, d.endpoint_id, d.event_type, d.payload, d.attempt, d.created_at,
+              d.lease_expires_at,
               format('the lease of worker %s expired during the last allowed attempt',
                      coalesce(d.leased_by, 'unknown')) AS error
 ), buried AS (
@@ -35,8 +36,23 @@ WITH expired AS MATERIALIZED (
         (delivery_id, message_id, endpoint_id, event_type, payload, attempts, enqueued_at, last_error)
     SELECT id, message_id, endpoint_id, event_type, payload, attempt, created_at, error FROM dead
     ON CONFLICT (delivery_id) DO NOTHING
+), attempt_events AS (
+    -- As in the completion statement (docs/operational-events.md); the attempt had no answer.
+    SELECT 'message.attempt.exhausted' AS event_type, x.id, x.message_id, x.endpoint_id, x.attempt,
+           x.lease_expires_at AS attempted_at
+    FROM dead x
+    UNION ALL
+    SELECT 'message.attempt.failing', x.id, x.message_id, x.endpoint_id, x.attempt, now()
+    FROM requeued x
+    WHERE x.attempt = 4
+), operational AS (
+    SELECT x.event_type,
+           webhook.attempt_event(x.event_type, x.endpoint_id, x.message_id, x.id, x.attempt, x.attempted_at, NULL)
+               AS message_id
+    FROM attempt_events x
 )
-SELECT (SELECT count(*) FROM requeued) + (SELECT count(*) FROM dead)
+SELECT (SELECT count(*) FROM requeued) + (SELECT count(*) FROM dead) AS reaped,
+       (SELECT array_agg(event_type) FROM operational WHERE message_id IS NOT NULL) AS operational
 "#;
 
 /// Returns deliveries whose lease expired (their worker crashed or stalled) to the queue, at most
@@ -50,11 +66,13 @@ pub async fn reap_expired_leases<'e>(
     limit: i64,
     max_attempts: u32,
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar(REAP_EXPIRED_LEASES)
+    let (reaped, emitted): (i64, Option<Vec<String>>) = sqlx::query_as(REAP_EXPIRED_LEASES)
         .bind(limit)
         .bind(i32::try_from(max_attempts).unwrap_or(i32::MAX))
         .fetch_one(executor)
-        .await
+        .await?;
+    crate::observe::metrics::operational_events(emitted.as_deref().unwrap_or_default());
+    Ok(reaped)
 }
 
 pub(super) const UNPARK_RESUMED: &str = r#"
