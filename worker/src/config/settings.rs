@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
 use super::{Error, RunArgs, WorkerArgs};
 use crate::policy::address::NetPolicy;
 use crate::policy::circuit::BreakerSettings;
 use crate::policy::crypto::KeyRing;
+use crate::policy::egress::{NoProxy, ProxyConfig};
 use crate::policy::retry::RetryPolicy;
 
 /// How often heartbeats and leader maintenance run.
@@ -88,6 +89,16 @@ pub struct ClientSettings {
     /// PEM certificates trusted in addition to the system roots.
     pub extra_ca_pem: Option<Vec<u8>>,
     pub policy: Arc<NetPolicy>,
+    /// The egress proxy (`WEBHOOK_PROXY_URL`), if any.
+    pub egress: Option<EgressSettings>,
+}
+
+/// Egress through an HTTP CONNECT proxy.
+#[derive(Debug, Clone)]
+pub struct EgressSettings {
+    pub proxy: ProxyConfig,
+    /// Hosts reached directly.
+    pub no_proxy: NoProxy,
 }
 
 /// The completion writer.
@@ -249,7 +260,17 @@ fn client(w: &WorkerArgs) -> Result<ClientSettings, Error> {
         max_response_bytes: w.max_response_bytes,
         extra_ca_pem,
         policy: Arc::new(NetPolicy::new(w.allow_private_cidrs.clone(), w.https_only)),
+        egress: egress(w)?,
     })
+}
+
+fn egress(w: &WorkerArgs) -> Result<Option<EgressSettings>, Error> {
+    let no_proxy = NoProxy::parse(w.no_proxy.as_deref().unwrap_or(""))?;
+    let Some(url) = &w.proxy_url else {
+        return Ok(None);
+    };
+    let proxy = ProxyConfig::parse(url.expose_secret()).map_err(Error::ProxyUrl)?;
+    Ok(Some(EgressSettings { proxy, no_proxy }))
 }
 
 fn protect(w: &WorkerArgs) -> ProtectSettings {
