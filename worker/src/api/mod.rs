@@ -4,7 +4,7 @@
 //! producers' path (`webhook.enqueue()`).
 //!
 //! [`applications`], [`endpoints`], [`messages`] and [`catalog`] hold the handlers; [`models`] the
-//! bodies; [`extract`] the token, body and query extractors; [`error`] the error bodies;
+//! bodies ([`forensics`]: the attempt's forensics, beyond Svix); [`extract`] the token, body and query extractors; [`error`] the error bodies;
 //! [`openapi`] the document generated from all of them; [`state`] what handlers share.
 
 pub mod applications;
@@ -12,6 +12,7 @@ pub mod catalog;
 pub mod endpoints;
 pub mod error;
 pub mod extract;
+pub mod forensics;
 pub mod messages;
 pub mod models;
 pub mod openapi;
