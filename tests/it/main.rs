@@ -6,6 +6,7 @@
 mod api;
 mod bad_input;
 mod delivery;
+mod egress;
 mod faults;
 mod fleet;
 mod history;
