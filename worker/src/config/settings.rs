@@ -321,6 +321,23 @@ mod tests {
     }
 
     #[test]
+    fn the_proxy_url_is_validated_with_a_precise_error_that_hides_the_password() {
+        let mut proxied = args();
+        proxied.worker.proxy_url = Some("https://egress:hunter2@proxy.internal:3128".to_owned().into());
+        let err = Settings::from_args(&proxied).unwrap_err().to_string();
+        assert!(err.starts_with("WEBHOOK_PROXY_URL has scheme `https`; only http://"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        proxied.worker.proxy_url = Some("http://egress:hunter2@proxy.internal:3128".to_owned().into());
+        proxied.worker.no_proxy = Some("internal.example, 10.0.0.0/8".into());
+        let egress = Settings::from_args(&proxied).unwrap().attempt.client.egress.unwrap();
+        assert_eq!(egress.proxy.to_string(), "proxy.internal:3128");
+        assert!(!format!("{egress:?}").contains("hunter2"));
+        proxied.worker.no_proxy = Some("internal.example:443".into());
+        let err = Settings::from_args(&proxied).unwrap_err().to_string();
+        assert!(err.starts_with("WEBHOOK_NO_PROXY entry `internal.example:443` is not"), "{err}");
+    }
+
+    #[test]
     fn a_stall_timeout_within_the_dispatchers_own_waits_is_refused() {
         let mut http = args();
         http.worker.stall_timeout = http.worker.http_timeout;
