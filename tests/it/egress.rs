@@ -53,7 +53,13 @@ async fn deliveries_go_through_the_proxy_to_the_checked_address_with_its_credent
     let worker = TestWorker::start(Settings::from_args(&through(&db, proxy.url(Some(USER)), Some(&ca_file))).unwrap());
     assert!(receiver.wait_for(3, WAIT).await, "delivered through the proxy");
     wait_until(&db.pool, "SELECT count(*) = 0 FROM webhook.deliveries", WAIT).await;
+    // One more, once the others are done: it goes over a pooled tunnel, without a new CONNECT.
+    let tunnels = proxy.connects().len();
+    insert_deliveries(&db.pool, id, 1).await;
+    assert!(receiver.wait_for(4, WAIT).await);
+    wait_until(&db.pool, "SELECT count(*) = 4 FROM webhook.delivery_attempts", WAIT).await;
     worker.stop().await;
+    assert_eq!(proxy.connects().len(), tunnels, "the pooled connection was reused");
 
     let port = receiver.addr().port();
     let connects = proxy.connects();
@@ -77,9 +83,11 @@ async fn deliveries_go_through_the_proxy_to_the_checked_address_with_its_credent
     .fetch_all(&db.pool)
     .await
     .unwrap();
-    assert_eq!(rows.len(), 3);
+    assert_eq!(rows.len(), 4);
     assert!(rows.iter().all(|(_, via, _)| *via == Some(true)));
-    assert!(rows.iter().any(|(ip, _, reused)| ip.as_deref() == Some("127.0.0.1") && *reused == Some(false)));
+    assert!(rows[..3].iter().all(|(ip, _, reused)| ip.as_deref() == Some("127.0.0.1") && *reused == Some(false)));
+    // Reused: no connection phases of its own, and the tunnel's address is not known to it.
+    assert_eq!(rows[3], (None, Some(true), Some(true)));
 }
 
 #[tokio::test]
@@ -138,6 +146,60 @@ async fn no_proxy_hosts_bypass_the_proxy_and_plain_http_is_tunnelled_too() {
             .await
             .unwrap();
     assert!(via.contains(&(bypassed, Some(false))) && via.contains(&(proxied, Some(true))), "{via:?}");
+}
+
+#[tokio::test]
+async fn concurrent_new_connections_through_the_proxy_each_reach_their_own_receiver() {
+    let db = TestDb::new().await;
+    let ca = TestCa::new().unwrap();
+    let proxy = ConnectProxy::start(None).await.unwrap();
+    let mut receivers = Vec::new();
+    for n in 0..4 {
+        // Half over TLS, half plain: both kinds of hand-off, interleaved.
+        let receiver =
+            if n % 2 == 0 { https_receiver(&ca, &["localhost"]).await } else { Receiver::start(None).await.unwrap() };
+        let path = format!("/r{n}");
+        let (id, secret) = endpoint(&db.pool, &receiver.url(&path)).await;
+        receiver.expect_secrets(&path, vec![secret]);
+        insert_deliveries(&db.pool, id, 100).await;
+        receivers.push((receiver, path));
+    }
+    let ca_file = ca.pem_file().unwrap();
+    let worker = TestWorker::start(Settings::from_args(&through(&db, proxy.url(None), Some(&ca_file))).unwrap());
+    wait_until(&db.pool, "SELECT count(*) = 0 FROM webhook.deliveries", WAIT).await;
+    worker.stop().await;
+    for (receiver, path) in &receivers {
+        let received = receiver.received();
+        assert_eq!(received.len(), 100, "{path}");
+        assert!(received.iter().all(|r| r.path == *path && r.valid), "{path}: a request reached the wrong receiver");
+    }
+    let connects = proxy.connects();
+    let own = |receiver: &Receiver| connects.iter().filter(|c| c.target == receiver.addr().to_string()).count();
+    // Many connections were opened at once (HTTP/1.1: one request in flight per connection).
+    assert!(receivers.iter().all(|(receiver, _)| own(receiver) >= 2), "{connects:?}");
+    assert_eq!(receivers.iter().map(|(receiver, _)| own(receiver)).sum::<usize>(), connects.len());
+}
+
+#[tokio::test]
+async fn a_proxy_that_wants_credentials_says_so_in_the_recorded_error() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start(None).await.unwrap();
+    let proxy = ConnectProxy::start(Some(USER)).await.unwrap();
+    let (id, _) = endpoint(&db.pool, &receiver.url("/auth")).await;
+    insert_deliveries(&db.pool, id, 1).await;
+    let worker = TestWorker::start(Settings::from_args(&through(&db, proxy.url(None), None)).unwrap());
+    wait_gone_or_failed(&db, id).await;
+    worker.stop().await;
+    let error: String =
+        sqlx::query_scalar("SELECT last_error FROM webhook.deliveries").fetch_one(&db.pool).await.unwrap();
+    let expected = format!(
+        "egress proxy {} refused CONNECT {}: HTTP 407 Proxy Authentication Required (the proxy wants credentials: \
+         put them in WEBHOOK_PROXY_URL)",
+        proxy.addr(),
+        receiver.addr()
+    );
+    assert!(error.contains(&expected), "{error}");
+    assert_eq!(receiver.connections(), 0);
 }
 
 #[tokio::test]

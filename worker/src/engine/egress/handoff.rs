@@ -48,19 +48,19 @@ impl Drop for Turn<'_> {
 }
 
 impl Handoff {
-    /// Parks `parked` and drives `connecting` (the client connecting to the socket and, for
-    /// https, its TLS handshake through the tunnel) to its end. The turn is held until the
-    /// forwarder accepted the client's connection and took the tunnel.
-    pub(super) async fn hand<T>(
-        &self,
-        mut parked: Parked,
-        connecting: impl Future<Output = Result<T, BoxError>>,
-    ) -> Result<T, BoxError> {
+    /// Parks `parked`, then starts and drives `connect` (the client connecting to the socket
+    /// and, for https, its TLS handshake through the tunnel) to its end. The turn is held until
+    /// the forwarder accepted the client's connection and took the tunnel.
+    pub(super) async fn hand<T, F>(&self, mut parked: Parked, connect: impl FnOnce() -> F) -> Result<T, BoxError>
+    where
+        F: Future<Output = Result<T, BoxError>>,
+    {
         let (taken, mut was_taken) = oneshot::channel();
         parked.taken = Some(taken);
         let turn = Turn { slot: &self.slot, _guard: self.turn.lock().await };
         *self.slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(parked);
-        let mut connecting = std::pin::pin!(connecting);
+        // Only now: the client must not reach the socket before its tunnel is parked.
+        let mut connecting = std::pin::pin!(connect());
         let connected = tokio::select! {
             result = &mut connecting => result,
             taken = &mut was_taken => {

@@ -151,7 +151,7 @@ impl Egress {
             p.remote_ip = Some(ip);
         });
         let handed = Instant::now();
-        let conn = self.handoff.hand(Parked { tunnel, leftover, taken: None }, inner.call(request)).await?;
+        let conn = self.handoff.hand(Parked { tunnel, leftover, taken: None }, || inner.call(request)).await?;
         probe.record(|p| {
             p.tls = probe.tls.then(|| handed.elapsed());
             p.connected = true;
