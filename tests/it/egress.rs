@@ -271,6 +271,34 @@ async fn a_dead_proxy_ends_in_a_recorded_retried_readable_error() {
 }
 
 #[tokio::test]
+async fn a_proxy_that_never_answers_connect_times_out_with_its_name() {
+    let db = TestDb::new().await;
+    let receiver = Receiver::start(None).await.unwrap();
+    // Accepts connections and reads nothing, answers nothing.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            open.push(stream);
+        }
+    });
+    let (id, _) = endpoint(&db.pool, &receiver.url("/silent")).await;
+    insert_deliveries(&db.pool, id, 1).await;
+    let mut args = through(&db, format!("http://{silent_addr}"), None);
+    args.worker.connect_timeout = Duration::from_millis(500);
+    let worker = TestWorker::start(Settings::from_args(&args).unwrap());
+    wait_gone_or_failed(&db, id).await;
+    worker.stop().await;
+    held.abort();
+    let error: String =
+        sqlx::query_scalar("SELECT last_error FROM webhook.deliveries").fetch_one(&db.pool).await.unwrap();
+    let expected =
+        format!("egress proxy {silent_addr}: no tunnel to 127.0.0.1:{} within 500ms", receiver.addr().port());
+    assert!(error.contains(&expected), "{error}");
+}
+
+#[tokio::test]
 async fn delivery_show_and_the_attempt_listing_display_the_forensics_of_a_real_attempt() {
     let db = TestDb::new().await;
     let ca = TestCa::new().unwrap();
