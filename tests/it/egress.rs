@@ -10,7 +10,7 @@ use webhook_worker::config::{RunArgs, Settings};
 use webhook_worker::testkit::proxy::ConnectProxy;
 use webhook_worker::testkit::receiver::{Receiver, TestCa, server_config};
 
-use crate::support::cli::{binary, free_port, run};
+use crate::support::cli::{assert_no_secret, binary, free_port, run};
 use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, wait_until, worker_args};
 
 const WAIT: Duration = Duration::from_secs(30);
@@ -296,6 +296,22 @@ async fn a_proxy_that_never_answers_connect_times_out_with_its_name() {
     let expected =
         format!("egress proxy {silent_addr}: no tunnel to 127.0.0.1:{} within 500ms", receiver.addr().port());
     assert!(error.contains(&expected), "{error}");
+}
+
+#[tokio::test]
+async fn a_bad_proxy_url_stops_the_worker_with_a_precise_error_and_never_its_password() {
+    let db = TestDb::new().await;
+    let cases = [
+        ("https://egress:pr0xy-secret@proxy.internal:3128", "WEBHOOK_PROXY_URL has scheme `https`; only http://"),
+        ("http://egress:pr0xy-secret@proxy.internal:3128/path", "WEBHOOK_PROXY_URL must be only scheme"),
+        ("egress:pr0xy-secret@proxy.internal:3128", "WEBHOOK_PROXY_URL has scheme `egress`"),
+    ];
+    for (url, expected) in cases {
+        let (code, out, err) = run(binary(&db).args(["run"]).env("WEBHOOK_PROXY_URL", url));
+        assert_ne!(code, 0, "{url}");
+        assert!(err.contains(expected), "{url}: {err}");
+        assert_no_secret(&format!("{out}{err}"), &["pr0xy-secret"]);
+    }
 }
 
 #[tokio::test]
