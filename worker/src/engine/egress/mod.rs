@@ -9,7 +9,8 @@
 //! connector layer, [`TunnelLayer`], which runs before reqwest connects to that socket:
 //!
 //! 1. resolve the request's host with the [`GuardedResolver`] (refused names never reach the
-//!    proxy), and record the phases in the request's [`Probe`];
+//!    proxy), and record the phases in the request's [`Probe`] (which also says where the request
+//!    goes: reqwest hands a layer its destination in a sealed type it cannot read);
 //! 2. open TCP to the proxy and send `CONNECT <checked address>:<port>` (with
 //!    `Proxy-Authorization: Basic …` when configured), read the reply;
 //! 3. park the open tunnel in the [`Handoff`] slot, let reqwest connect to the socket, and the
@@ -24,6 +25,7 @@
 //! an address the guard already checked) and fail that one connection, nothing more.
 //!
 //! [`TimingLayer`] is the direct client's layer: it only times the connection for the probe.
+//! `handoff` holds the slot and the forwarder, `layers` the two connector layers.
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
