@@ -7,6 +7,7 @@ mod api;
 mod bad_input;
 mod chaos;
 mod delivery;
+mod egress;
 mod faults;
 mod fleet;
 mod history;

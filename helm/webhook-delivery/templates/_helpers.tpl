@@ -105,6 +105,9 @@ exactly one of them is set, by secrets.encryptionKeysSource:
 {{- if and .Values.worker.caBundle.configMap .Values.worker.caBundle.secret }}
 {{- fail "worker.caBundle: set configMap or secret, not both" }}
 {{- end }}
+{{- if and .Values.worker.proxy.url .Values.worker.proxy.existingSecret }}
+{{- fail "worker.proxy: set url or existingSecret, not both" }}
+{{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}

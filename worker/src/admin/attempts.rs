@@ -23,7 +23,54 @@ pub struct Attempt {
     pub status_code: Option<i32>,
     pub error: Option<String>,
     pub response_excerpt: Option<String>,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub forensics: Forensics,
 }
+
+/// What the history recorded about an attempt's connection (all empty for attempts made by a
+/// worker older than migration 0006, and for attempts that sent nothing).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
+pub struct Forensics {
+    /// The address dialled (through the egress proxy: the one the proxy was asked to CONNECT to).
+    pub remote_ip: Option<String>,
+    pub dns_ms: Option<i32>,
+    /// TCP (and CONNECT through the proxy), plus the TLS handshake when `tls_ms` is empty.
+    pub connect_ms: Option<i32>,
+    pub tls_ms: Option<i32>,
+    pub first_byte_ms: Option<i32>,
+    /// Sent over a pooled connection: no DNS, connect or TLS of its own.
+    pub connection_reused: Option<bool>,
+    pub via_proxy: Option<bool>,
+    /// `name: value` lines, at most 1 KiB.
+    pub response_headers: Option<String>,
+}
+
+/// The forensics columns, for the SELECT lists of this module and `deliveries`.
+macro_rules! forensics_columns {
+    ($a:literal) => {
+        concat!(
+            "host(",
+            $a,
+            ".remote_ip) AS remote_ip, ",
+            $a,
+            ".dns_ms, ",
+            $a,
+            ".connect_ms, ",
+            $a,
+            ".tls_ms, ",
+            $a,
+            ".first_byte_ms, ",
+            $a,
+            ".connection_reused, ",
+            $a,
+            ".via_proxy, ",
+            $a,
+            ".response_headers"
+        )
+    };
+}
+pub(crate) use forensics_columns;
 
 impl Attempt {
     /// `atmpt_<delivery>_<attempt>`.
@@ -33,9 +80,12 @@ impl Attempt {
 }
 
 // `$2`/`$3` select by message or by endpoint; `$4`/`$5` are the iterator's attempt.
-const LIST: &str = r#"
+const LIST: &str = concat!(
+    r#"
 SELECT a.delivery_id, a.attempt, a.message_id, a.endpoint_id, e.url, a.attempted_at, a.duration_ms,
-       a.outcome, a.status_code, a.error, a.response_excerpt
+       a.outcome, a.status_code, a.error, a.response_excerpt, "#,
+    forensics_columns!("a"),
+    r#"
 FROM webhook.delivery_attempts a
 JOIN webhook.endpoints e ON e.id = a.endpoint_id
 WHERE e.application_id = $1
@@ -46,7 +96,8 @@ WHERE e.application_id = $1
         WHERE p.delivery_id = $4 AND p.attempt = $5 LIMIT 1))
 ORDER BY a.attempted_at DESC, a.delivery_id DESC, a.attempt DESC
 LIMIT $6
-"#;
+"#
+);
 
 /// What to list attempts of.
 #[derive(Debug, Clone, Copy)]

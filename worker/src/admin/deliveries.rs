@@ -6,6 +6,8 @@ use chrono::{DateTime, Utc};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::admin::attempts::{Forensics, forensics_columns};
+
 /// Why a delivery command failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -110,6 +112,9 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     pub response_excerpt: Option<String>,
     pub worker_id: String,
+    #[sqlx(flatten)]
+    #[serde(flatten)]
+    pub forensics: Forensics,
 }
 
 /// A delivery with its history.
@@ -152,10 +157,12 @@ SELECT message_id, endpoint_id, event_type, CASE WHEN replayed_as IS NULL THEN '
 FROM webhook.dead_letters WHERE delivery_id = $1
 "#;
 
-const ATTEMPTS: &str = r#"
-SELECT attempt, attempted_at, duration_ms, outcome, status_code, error, response_excerpt, worker_id
-FROM webhook.delivery_attempts WHERE delivery_id = $1 ORDER BY attempted_at, attempt
-"#;
+const ATTEMPTS: &str = concat!(
+    "SELECT a.attempt, a.attempted_at, a.duration_ms, a.outcome, a.status_code, a.error, a.response_excerpt, \
+     a.worker_id, ",
+    forensics_columns!("a"),
+    " FROM webhook.delivery_attempts a WHERE a.delivery_id = $1 ORDER BY a.attempted_at, a.attempt"
+);
 
 /// The delivery `id` with every recorded attempt.
 ///

@@ -4,15 +4,17 @@
 //! producers' path (`webhook.enqueue()`).
 //!
 //! [`applications`], [`endpoints`], [`messages`] and [`catalog`] hold the handlers; [`models`] the
-//! bodies; [`extract`] the token, body and query extractors; [`error`] the error bodies;
-//! [`openapi`] the document generated from all of them; [`state`] what handlers share;
-//! [`throttle`] the per-token request rate (429); [`ingest`] the batching message writer.
+//! bodies ([`forensics`]: the attempt's forensics, beyond Svix); [`extract`] the token, body and
+//! query extractors; [`error`] the error bodies; [`openapi`] the document generated from all of
+//! them; [`state`] what handlers share; [`throttle`] the per-token request rate (429);
+//! [`ingest`] the batching message writer.
 
 pub mod applications;
 pub mod catalog;
 pub mod endpoints;
 pub mod error;
 pub mod extract;
+pub mod forensics;
 pub mod ingest;
 pub mod messages;
 pub mod models;

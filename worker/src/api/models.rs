@@ -315,6 +315,9 @@ pub struct MessageAttemptOut {
     /// 0 scheduled, 1 manual.
     pub trigger_type: i32,
     pub timestamp: DateTime<Utc>,
+    /// Beyond Svix: the connection's dialled address, timings and response headers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forensics: Option<super::forensics::AttemptForensicsOut>,
 }
 
 impl From<attempts::Attempt> for MessageAttemptOut {
@@ -336,6 +339,7 @@ impl From<attempts::Attempt> for MessageAttemptOut {
             status_text: text.to_owned(),
             trigger_type: 0,
             timestamp: a.attempted_at,
+            forensics: super::forensics::AttemptForensicsOut::of(a.forensics),
         }
     }
 }

@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 use uuid::Uuid;
 
 use super::{application, connect, parse_time, print_json};
+use crate::admin::attempts::Forensics;
 use crate::admin::deliveries::{self, Filter, Replayed};
 use crate::config::DatabaseArgs;
 
@@ -12,7 +13,8 @@ use crate::config::DatabaseArgs;
 pub enum DeliveryCommand {
     /// List deliveries, newest first.
     List(ListArgs),
-    /// Show one delivery with every attempt (status, duration, error, response excerpt).
+    /// Show one delivery with every attempt (status, duration, error, response excerpt, and the
+    /// connection's forensics: dialled address, timings, response headers).
     Show(ShowArgs),
     /// Replay dead letters as new deliveries with the same webhook-id (safe to repeat).
     Replay(ReplayArgs),
@@ -168,8 +170,33 @@ async fn show(args: ShowArgs) -> anyhow::Result<()> {
             a.error.as_deref().unwrap_or(""),
             a.response_excerpt.as_deref().map(|e| format!("  response: {}", e.trim())).unwrap_or_default()
         );
+        if let Some(line) = forensics_line(&a.forensics) {
+            println!("      {line}");
+        }
+        if let Some(headers) = &a.forensics.response_headers {
+            println!("      headers: {}", headers.trim_end().replace('\n', " | "));
+        }
     }
     Ok(())
+}
+
+/// `via proxy · dialled 203.0.113.7 · dns 3 ms · connect 12 ms · tls 25 ms · first byte 80 ms`;
+/// `None` when nothing was recorded.
+fn forensics_line(f: &Forensics) -> Option<String> {
+    let ms = |name: &str, value: Option<i32>| value.map(|v| format!("{name} {v} ms"));
+    let parts: Vec<String> = [
+        f.via_proxy.and_then(|yes| yes.then(|| "via proxy".to_owned())),
+        f.remote_ip.as_ref().map(|ip| format!("dialled {ip}")),
+        f.connection_reused.and_then(|yes| yes.then(|| "connection reused".to_owned())),
+        ms("dns", f.dns_ms),
+        ms("connect", f.connect_ms),
+        ms("tls", f.tls_ms),
+        ms("first byte", f.first_byte_ms),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(" · "))
 }
 
 async fn replay(args: ReplayArgs) -> anyhow::Result<()> {

@@ -9,6 +9,8 @@
 //! | `WEBHOOK_ENCRYPTION_KEYS_FILE` | the key ring from a file (one `id:base64key` per line) | — |
 //! | `WEBHOOK_ALLOW_PRIVATE_CIDRS` | CIDRs exempt from the SSRF guard, comma-separated | none |
 //! | `WEBHOOK_HTTPS_ONLY` | refuse `http://` endpoint URLs | false |
+//! | `WEBHOOK_PROXY_URL` | egress through this HTTP CONNECT proxy, `http://[user:password@]host:port` | — (direct) |
+//! | `WEBHOOK_NO_PROXY` | hosts reached directly: names (and their subdomains), IPs, CIDRs, `*` | — |
 //! | `WEBHOOK_CA_BUNDLE` | PEM file of CAs trusted besides the system roots | — |
 //! | `WEBHOOK_WORKER_ID` | this worker's name in leases and heartbeats | hostname-pid |
 //! | `WEBHOOK_CONCURRENCY` | deliveries in flight at most | 256 |
@@ -54,8 +56,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 pub use self::api::{ApiArgs, ApiSettings};
 pub use self::settings::{
-    AttemptSettings, ClientSettings, CompletionSettings, DatabaseSettings, DispatchSettings, MaintenanceSettings,
-    ProtectSettings, Retention, ServerSettings, Settings,
+    AttemptSettings, ClientSettings, CompletionSettings, DatabaseSettings, DispatchSettings, EgressSettings,
+    MaintenanceSettings, ProtectSettings, Retention, ServerSettings, Settings,
 };
 pub use crate::observe::telemetry::LogFormat;
 use crate::policy::crypto::KeyRing;
@@ -101,6 +103,10 @@ pub enum Error {
         "WEBHOOK_API_BOOTSTRAP_TOKEN must be at least {min} characters (make one with `webhook-worker tokens create`)"
     )]
     ShortToken { min: usize },
+    #[error("WEBHOOK_PROXY_URL {0}")]
+    ProxyUrl(crate::policy::egress::ProxyUrlError),
+    #[error(transparent)]
+    NoProxy(#[from] crate::policy::egress::NoProxyError),
     #[error("the retry policy is invalid")]
     Retry(#[from] crate::policy::retry::PolicyError),
 }
@@ -204,6 +210,13 @@ pub struct WorkerArgs {
     /// Refuse plain `http://` endpoint URLs.
     #[arg(long, env = "WEBHOOK_HTTPS_ONLY", default_value_t = false)]
     pub https_only: bool,
+    /// Send webhooks through this HTTP CONNECT proxy: `http://[user:password@]host:port`. The
+    /// worker resolves and checks each target itself and asks the proxy for the checked address.
+    #[arg(long, env = "WEBHOOK_PROXY_URL", hide_env_values = true)]
+    pub proxy_url: Option<SecretString>,
+    /// Hosts reached without the proxy, comma-separated: names (subdomains included), IPs, CIDRs, `*`.
+    #[arg(long, env = "WEBHOOK_NO_PROXY")]
+    pub no_proxy: Option<String>,
     /// PEM file of certificate authorities trusted besides the system roots.
     #[arg(long, env = "WEBHOOK_CA_BUNDLE")]
     pub ca_bundle: Option<PathBuf>,

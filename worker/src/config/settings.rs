@@ -6,13 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret as _, SecretString};
 use uuid::Uuid;
 
 use super::{Error, RunArgs, WorkerArgs};
 use crate::policy::address::NetPolicy;
 use crate::policy::circuit::BreakerSettings;
 use crate::policy::crypto::KeyRing;
+use crate::policy::egress::{NoProxy, ProxyConfig};
 use crate::policy::retry::RetryPolicy;
 
 /// How often heartbeats and leader maintenance run.
@@ -88,6 +89,16 @@ pub struct ClientSettings {
     /// PEM certificates trusted in addition to the system roots.
     pub extra_ca_pem: Option<Vec<u8>>,
     pub policy: Arc<NetPolicy>,
+    /// The egress proxy (`WEBHOOK_PROXY_URL`), if any.
+    pub egress: Option<EgressSettings>,
+}
+
+/// Egress through an HTTP CONNECT proxy.
+#[derive(Debug, Clone)]
+pub struct EgressSettings {
+    pub proxy: ProxyConfig,
+    /// Hosts reached directly.
+    pub no_proxy: NoProxy,
 }
 
 /// The completion writer.
@@ -249,7 +260,17 @@ fn client(w: &WorkerArgs) -> Result<ClientSettings, Error> {
         max_response_bytes: w.max_response_bytes,
         extra_ca_pem,
         policy: Arc::new(NetPolicy::new(w.allow_private_cidrs.clone(), w.https_only)),
+        egress: egress(w)?,
     })
+}
+
+fn egress(w: &WorkerArgs) -> Result<Option<EgressSettings>, Error> {
+    let no_proxy = NoProxy::parse(w.no_proxy.as_deref().unwrap_or(""))?;
+    let Some(url) = &w.proxy_url else {
+        return Ok(None);
+    };
+    let proxy = ProxyConfig::parse(url.expose_secret()).map_err(Error::ProxyUrl)?;
+    Ok(Some(EgressSettings { proxy, no_proxy }))
 }
 
 fn protect(w: &WorkerArgs) -> ProtectSettings {
@@ -297,6 +318,23 @@ mod tests {
         assert_eq!(settings.maintenance.max_attempts, 8);
         assert_eq!(settings.server.metrics_addr, Some("0.0.0.0:9090".parse().unwrap()));
         assert_eq!(settings.server.stall_timeout, Duration::from_secs(120));
+    }
+
+    #[test]
+    fn the_proxy_url_is_validated_with_a_precise_error_that_hides_the_password() {
+        let mut proxied = args();
+        proxied.worker.proxy_url = Some("https://egress:hunter2@proxy.internal:3128".to_owned().into());
+        let err = Settings::from_args(&proxied).unwrap_err().to_string();
+        assert!(err.starts_with("WEBHOOK_PROXY_URL has scheme `https`; only http://"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        proxied.worker.proxy_url = Some("http://egress:hunter2@proxy.internal:3128".to_owned().into());
+        proxied.worker.no_proxy = Some("internal.example, 10.0.0.0/8".into());
+        let egress = Settings::from_args(&proxied).unwrap().attempt.client.egress.unwrap();
+        assert_eq!(egress.proxy.to_string(), "proxy.internal:3128");
+        assert!(!format!("{egress:?}").contains("hunter2"));
+        proxied.worker.no_proxy = Some("internal.example:443".into());
+        let err = Settings::from_args(&proxied).unwrap_err().to_string();
+        assert!(err.starts_with("WEBHOOK_NO_PROXY entry `internal.example:443` is not"), "{err}");
     }
 
     #[test]

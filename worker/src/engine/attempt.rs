@@ -12,6 +12,7 @@ use crate::config::AttemptSettings;
 use crate::engine::completion::{Completion, Facts, Step};
 use crate::engine::deliver::{self, Deliverer, OutboundRequest};
 use crate::engine::endpoints::Endpoint;
+use crate::engine::forensics::Forensics;
 use crate::engine::protect::{Admission, Guard, Reservation};
 use crate::engine::queue::ClaimedDelivery;
 use crate::observe::metrics;
@@ -35,6 +36,8 @@ struct Attempted {
     status: Option<u16>,
     error: Option<String>,
     excerpt: Option<String>,
+    /// Boxed: it is most of the size, and `preflight` returns an `Attempted` as its error.
+    forensics: Box<Forensics>,
 }
 
 impl Attempted {
@@ -49,7 +52,7 @@ impl Attempted {
     }
 
     fn not_sent(outcome: Outcome, label: DeliveryOutcome, error: String) -> Self {
-        Self { outcome, label: Some(label), status: None, error: Some(error), excerpt: None }
+        Self { outcome, label: Some(label), status: None, error: Some(error), excerpt: None, forensics: Box::default() }
     }
 }
 
@@ -183,7 +186,7 @@ async fn send(ctx: &AttemptContext, delivery: &ClaimedDelivery, target: Target) 
         identity: target.identity.as_deref().map(|pem| pem.as_slice()),
     };
     let started = Instant::now();
-    let result = ctx.deliverer.send(request).await;
+    let (result, forensics) = ctx.deliverer.send(request).await;
     match result {
         Ok(response) => {
             metrics::attempt_duration(Some(response.status), started.elapsed());
@@ -194,6 +197,7 @@ async fn send(ctx: &AttemptContext, delivery: &ClaimedDelivery, target: Target) 
                 status: Some(response.status),
                 error: (!success).then(|| format!("receiver answered HTTP {}", response.status)),
                 excerpt: Some(response.excerpt).filter(|text| !text.is_empty()),
+                forensics: Box::new(forensics),
             }
         }
         Err(deliver::Error::Refused(refusal)) => {
@@ -207,6 +211,7 @@ async fn send(ctx: &AttemptContext, delivery: &ClaimedDelivery, target: Target) 
                 status: None,
                 error: Some(err.to_string()),
                 excerpt: None,
+                forensics: Box::new(forensics),
             }
         }
     }
@@ -257,6 +262,7 @@ fn finish(
         status_code: attempted.status,
         error,
         response_excerpt: attempted.excerpt,
+        forensics: *attempted.forensics,
     };
     Completion::new(delivery, Step::decided(disposition, now), facts).deciding(circuit)
 }

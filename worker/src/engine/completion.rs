@@ -8,6 +8,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::engine::forensics::Forensics;
 use crate::engine::queue::ClaimedDelivery;
 use crate::policy::circuit::Circuit;
 use crate::policy::retry::Disposition;
@@ -75,6 +76,8 @@ pub struct Facts {
     pub status_code: Option<u16>,
     pub error: Option<String>,
     pub response_excerpt: Option<String>,
+    /// The connection's dialled address, timings and the response's headers.
+    pub forensics: Forensics,
 }
 
 impl Facts {
@@ -87,6 +90,7 @@ impl Facts {
             status_code: None,
             error: None,
             response_excerpt: None,
+            forensics: Forensics::default(),
         }
     }
 }

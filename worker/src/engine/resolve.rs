@@ -6,6 +6,7 @@ use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use crate::engine::forensics::Probe;
 use crate::policy::address::{NetPolicy, Refusal};
 
 /// Host name lookups, replaceable in tests so that no test ever needs real DNS.
@@ -38,6 +39,11 @@ impl GuardedResolver {
     pub fn new(policy: Arc<NetPolicy>, lookup: Arc<dyn Lookup>) -> Self {
         Self { policy, lookup }
     }
+
+    /// The policy every resolved address is checked against.
+    pub fn policy(&self) -> &NetPolicy {
+        &self.policy
+    }
 }
 
 impl reqwest::dns::Resolve for GuardedResolver {
@@ -46,7 +52,9 @@ impl reqwest::dns::Resolve for GuardedResolver {
         let host = name.as_str().to_owned();
         let lookup = self.lookup.lookup(host.clone());
         Box::pin(async move {
+            let started = tokio::time::Instant::now();
             let ips = lookup.await?;
+            let elapsed = started.elapsed();
             if ips.is_empty() {
                 return Err(Box::new(Refusal::NoAddresses(host)) as _);
             }
@@ -54,6 +62,13 @@ impl reqwest::dns::Resolve for GuardedResolver {
                 if let Err(Refusal::Address { ip, range }) = policy.check_ip(ip) {
                     return Err(Box::new(Refusal::Resolved { host, ip, range }) as _);
                 }
+            }
+            // For the attempt's forensics, when this lookup is made for a delivery's request.
+            if let Some(probe) = Probe::current() {
+                probe.record(|p| {
+                    p.dns = Some(elapsed);
+                    p.remote_ip = p.remote_ip.or_else(|| ips.first().copied());
+                });
             }
             let addrs: reqwest::dns::Addrs = Box::new(ips.into_iter().map(|ip| SocketAddr::new(ip, 0)));
             Ok(addrs)

@@ -6,11 +6,13 @@
 //! - [`signing`]: Standard Webhooks HMAC-SHA256 signatures.
 //! - [`crypto`]: the AES-256-GCM key ring for secrets at rest.
 //! - [`address`]: the SSRF policy, which URLs and addresses a webhook may go to.
+//! - [`egress`]: the egress proxy's URL and bypass list, and the CONNECT exchange.
 //! - [`token`]: management API tokens, generated and compared by hash.
 
 pub mod address;
 pub mod circuit;
 pub mod crypto;
+pub mod egress;
 pub mod retry;
 pub mod signing;
 pub mod states;

@@ -4,4 +4,5 @@
 
 pub mod demo;
 pub mod pgcluster;
+pub mod proxy;
 pub mod receiver;

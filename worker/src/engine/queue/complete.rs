@@ -13,10 +13,14 @@ WITH r AS (
     SELECT *
     FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[], $6::integer[],
                 $7::uuid[], $8::text[], $9::integer[], $10::timestamptz[], $11::integer[], $12::text[],
-                $13::text[], $14::text[], $15::text[], $16::timestamptz[], $17::integer[], $19::boolean[])
+                $13::text[], $14::text[], $15::text[], $16::timestamptz[], $17::integer[],
+                $19::text[], $20::integer[], $21::integer[], $22::integer[], $23::integer[], $24::boolean[],
+                $25::boolean[], $26::text[], $27::boolean[])
       AS r(id, lease_token, action, run_at, error, status_code, endpoint_id, message_id, attempt,
            attempted_at, duration_ms, outcome, response_excerpt, disable_reason,
-           circuit_state, circuit_open_until, circuit_cooldown_ms, endpoint_disabled)
+           circuit_state, circuit_open_until, circuit_cooldown_ms,
+           remote_ip, dns_ms, connect_ms, tls_ms, first_byte_ms, connection_reused, via_proxy, response_headers,
+           endpoint_disabled)
 ), delivered AS (
     DELETE FROM webhook.deliveries d USING r
     WHERE d.id = r.id AND d.lease_token = r.lease_token AND d.state = 'running' AND r.action = 'delivered'
@@ -54,9 +58,11 @@ WITH r AS (
 ), history AS (
     INSERT INTO webhook.delivery_attempts
         (delivery_id, message_id, endpoint_id, attempt, attempted_at, duration_ms, outcome, status_code,
-         error, response_excerpt, worker_id)
+         error, response_excerpt, worker_id,
+         remote_ip, dns_ms, connect_ms, tls_ms, first_byte_ms, connection_reused, via_proxy, response_headers)
     SELECT id, message_id, endpoint_id, attempt, attempted_at, duration_ms, outcome, status_code,
-           error, response_excerpt, $18
+           error, response_excerpt, $18,
+           remote_ip::inet, dns_ms, connect_ms, tls_ms, first_byte_ms, connection_reused, via_proxy, response_headers
     FROM r
     WHERE action NOT IN ('release', 'hold')
 ), disabled AS (
@@ -151,6 +157,20 @@ struct Columns<'a> {
     circuit_until: Vec<Option<DateTime<Utc>>>,
     circuit_cooldowns: Vec<Option<i32>>,
     endpoint_disabled: Vec<bool>,
+    forensics: Forensics<'a>,
+}
+
+/// The history's forensics columns (`engine::forensics::Forensics`), one array each.
+#[derive(Debug, Default)]
+struct Forensics<'a> {
+    remote_ips: Vec<Option<String>>,
+    dns: Vec<Option<i32>>,
+    connect: Vec<Option<i32>>,
+    tls: Vec<Option<i32>>,
+    first_byte: Vec<Option<i32>>,
+    reused: Vec<Option<bool>>,
+    via_proxy: Vec<Option<bool>>,
+    headers: Vec<Option<&'a str>>,
 }
 
 impl<'a> Columns<'a> {
@@ -176,6 +196,15 @@ impl<'a> Columns<'a> {
             c.circuit_until.push(done.circuit.as_ref().and_then(|circuit| circuit.open_until));
             c.circuit_cooldowns.push(done.circuit.as_ref().and_then(|circuit| circuit.cooldown_ms));
             c.endpoint_disabled.push(done.endpoint_disabled);
+            let (f, seen) = (&mut c.forensics, &facts.forensics);
+            f.remote_ips.push(seen.remote_ip.map(|ip| ip.to_string()));
+            f.dns.push(seen.dns_ms);
+            f.connect.push(seen.connect_ms);
+            f.tls.push(seen.tls_ms);
+            f.first_byte.push(seen.first_byte_ms);
+            f.reused.push(seen.connection_reused);
+            f.via_proxy.push(seen.via_proxy);
+            f.headers.push(seen.response_headers.as_deref());
         }
         c
     }
@@ -214,6 +243,14 @@ pub async fn complete_batch(pool: &PgPool, worker_id: &str, batch: &[Completion]
         .bind(c.circuit_until)
         .bind(c.circuit_cooldowns)
         .bind(worker_id)
+        .bind(c.forensics.remote_ips)
+        .bind(c.forensics.dns)
+        .bind(c.forensics.connect)
+        .bind(c.forensics.tls)
+        .bind(c.forensics.first_byte)
+        .bind(c.forensics.reused)
+        .bind(c.forensics.via_proxy)
+        .bind(c.forensics.headers)
         .bind(c.endpoint_disabled)
         .fetch_one(pool)
         .await
