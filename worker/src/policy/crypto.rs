@@ -29,6 +29,9 @@ pub enum Error {
     EmptyKeyRing,
     #[error("encryption key entry {0} is not of the form `key_id:base64key`")]
     MalformedEntry(usize),
+    /// Ids are stored beside every ciphertext, so they are kept to plain, printable names.
+    #[error("encryption key entry {entry} has the id {id:?}: use 1 to 64 of A-Z a-z 0-9 . _ -")]
+    KeyId { entry: usize, id: String },
     /// A bare key, as `openssl rand -base64 32` prints it: the message shows the fix, never the key.
     #[error("encryption key entry {0} has no key id: write it as `<id>:<key>`, e.g. `k1:` followed by this key")]
     BareKey(usize),
@@ -84,6 +87,9 @@ impl KeyRing {
             let id = id.trim();
             if id.is_empty() {
                 return Err(Error::MalformedEntry(index + 1));
+            }
+            if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
+                return Err(Error::KeyId { entry: index + 1, id: id.to_owned() });
             }
             let bytes = Zeroizing::new(BASE64.decode(encoded.trim()).map_err(|_| Error::KeyNotBase64(id.to_owned()))?);
             let mut bytes: [u8; KEY_BYTES] = bytes
@@ -221,6 +227,17 @@ mod tests {
         let (ring, _) = ring(&["k1"]);
         let sealed = ring.seal(b"the secret", ENDPOINT_A).unwrap();
         assert_eq!(ring.open(&sealed, ENDPOINT_B).unwrap_err(), Error::NotAuthentic("k1".into()));
+    }
+
+    #[test]
+    fn key_ids_are_plain_printable_names() {
+        let key = BASE64.encode([7u8; 32]);
+        assert!(KeyRing::parse(&format!("2026-12_k.1:{key}")).is_ok());
+        for id in ["k 1", "k\u{0}", "ключ", &"k".repeat(65)] {
+            let err = KeyRing::parse(&format!("{id}:{key}")).unwrap_err();
+            assert_eq!(err, Error::KeyId { entry: 1, id: id.to_owned() }, "{id:?}");
+            assert!(!err.to_string().contains(&key), "the key is never echoed");
+        }
     }
 
     #[test]
