@@ -166,6 +166,11 @@ async fn operator_commands_fail_clearly_on_bad_input() {
             "error: WEBHOOK_STALL_TIMEOUT (30s) must be longer than WEBHOOK_HTTP_TIMEOUT (30s)",
         ),
         (&["frobnicate"], 2, "unrecognized subcommand 'frobnicate'"),
+        (
+            &["keys", "generate", "--id", "bad id"],
+            1,
+            "error: --id: encryption key entry 1 has the id \"bad id\": use 1 to 64 of A-Z a-z 0-9 . _ -",
+        ),
     ];
     for (args, expected_code, expected) in cases {
         let (code, _, err) = run(binary(&db).args(*args));

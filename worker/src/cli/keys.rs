@@ -1,5 +1,6 @@
 //! `keys …` commands.
 
+use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use super::{connect, print_json};
@@ -59,6 +60,7 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
     match command {
         KeysCommand::Generate { id, json } => {
             let id = id.unwrap_or_else(|| format!("k{}", chrono::Utc::now().format("%Y%m%d")));
+            crate::policy::crypto::check_key_id(1, &id).context("--id")?;
             let (_, text) = KeyRing::generate(&id);
             if json {
                 return print_json(&serde_json::json!({ "key_id": id, "key": text.as_str() }));

@@ -54,6 +54,15 @@ pub enum Error {
     Seal(String),
 }
 
+/// Checks that `id`, the id of key ring entry `entry` (from 1), is 1 to 64 of `A-Z a-z 0-9 . _ -`.
+///
+/// # Errors
+/// [`Error::KeyId`] otherwise.
+pub fn check_key_id(entry: usize, id: &str) -> Result<(), Error> {
+    let plain = (1..=64).contains(&id.len()) && id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+    if plain { Ok(()) } else { Err(Error::KeyId { entry, id: id.to_owned() }) }
+}
+
 struct RingKey {
     id: String,
     cipher: Aes256Gcm,
@@ -88,9 +97,7 @@ impl KeyRing {
             if id.is_empty() {
                 return Err(Error::MalformedEntry(index + 1));
             }
-            if id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c)) {
-                return Err(Error::KeyId { entry: index + 1, id: id.to_owned() });
-            }
+            check_key_id(index + 1, id)?;
             let bytes = Zeroizing::new(BASE64.decode(encoded.trim()).map_err(|_| Error::KeyNotBase64(id.to_owned()))?);
             let mut bytes: [u8; KEY_BYTES] = bytes
                 .as_slice()
