@@ -41,7 +41,8 @@ async fn exhausted_connections_are_reported_and_a_starting_worker_recovers_by_it
     let receiver = Receiver::start(None).await.unwrap();
     let (id, _) = endpoint(&pool, &receiver.url("/conn")).await;
     insert_deliveries(&pool, id, total).await;
-    let per_second = i32::try_from(total / 10).unwrap();
+    // Paced to last three times the hold, so work is left for the worker that starts while full.
+    let per_second = i32::try_from(total / (3 * i64::try_from(hold.as_secs()).unwrap())).unwrap();
     sqlx::query("UPDATE webhook.endpoints SET rate_limit_per_second = $1, rate_limit_burst = 5")
         .bind(per_second)
         .execute(&pool)

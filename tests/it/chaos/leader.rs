@@ -80,7 +80,7 @@ async fn killing_the_leader_hands_maintenance_to_exactly_one_other_worker() {
     }
     let killed_at = chrono::Utc::now();
     let successor = the_leader(&db, &workers).await;
-    drained(&db, Duration::from_secs(180)).await;
+    drained(&db, Duration::from_secs(if long_profile() { 900 } else { 180 })).await;
     wait_until(
         &db.pool,
         &format!("SELECT to_regclass('webhook.delivery_attempts_{future}') IS NOT NULL"),

