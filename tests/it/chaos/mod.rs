@@ -8,6 +8,7 @@ mod backends;
 mod connections;
 mod leader;
 mod storm;
+mod vacuum;
 
 use std::process::{Child, Stdio};
 use std::time::Duration;
