@@ -97,7 +97,15 @@ impl Receiver {
     /// # Errors
     /// When the port cannot be bound.
     pub async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), tls).await
+    }
+
+    /// Listens on `ip` at a free port (e.g. the address of a test's network namespace link).
+    ///
+    /// # Errors
+    /// When the port cannot be bound.
+    pub async fn start_on(ip: std::net::IpAddr, tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
         let addr = listener.local_addr()?;
         let (count_tx, count) = watch::channel(0);
         let shared = Arc::new(Shared { count: Some(count_tx), ..Shared::default() });
@@ -114,13 +122,13 @@ impl Receiver {
     }
 
     /// The URL of `path` (`https://localhost:PORT/path` in HTTPS mode, so the certificate's name
-    /// matches; `http://127.0.0.1:PORT/path` otherwise).
+    /// matches; `http://ADDRESS:PORT/path` otherwise).
     pub fn url(&self, path: &str) -> String {
         let path = path.trim_start_matches('/');
         if self.https {
             format!("https://localhost:{}/{path}", self.addr.port())
         } else {
-            format!("http://127.0.0.1:{}/{path}", self.addr.port())
+            format!("http://{}/{path}", self.addr)
         }
     }
 
