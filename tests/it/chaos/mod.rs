@@ -7,6 +7,7 @@
 mod backends;
 mod connections;
 mod leader;
+mod network;
 mod storm;
 mod upgrade;
 mod vacuum;
