@@ -93,6 +93,10 @@ impl Drop for Netns {
     }
 }
 
+/// Whether the far worker holds the maintenance leader's advisory lock.
+const LEADS_FAR: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+     WHERE l.locktype = 'advisory' AND l.granted AND a.application_name = 'chaos-far')";
+
 /// Deliveries attempted by `worker` so far.
 async fn attempts_by(db: &TestDb, worker: &str) -> i64 {
     db.count(&format!("SELECT count(*) FROM webhook.delivery_attempts WHERE worker_id = '{worker}'")).await
@@ -162,7 +166,7 @@ impl Rig {
         let cidrs = format!("127.0.0.0/8,{}/30", netns.host);
         let env =
             [("RUST_LOG", "warn"), ("WEBHOOK_ALLOW_PRIVATE_CIDRS", cidrs.as_str()), ("WEBHOOK_DRAIN_DEADLINE", "5s")];
-        let near = Worker::start(&db, "chaos-near", &env);
+        // The far worker first, so that it leads maintenance: the partitions cut the leader off.
         let mut launcher = binary_at(&far_db, std::path::Path::new("ip"));
         launcher.args(["netns", "exec", &netns.name, BIN]);
         let far = Worker::launch(&far_db, "chaos-far", &env, launcher, IpAddr::V4(netns.inner));
@@ -171,6 +175,8 @@ impl Rig {
             "the worker in the namespace never became ready:\n{}",
             far.log_text()
         );
+        crate::support::wait_until(&pool, LEADS_FAR, Duration::from_secs(30)).await;
+        let near = Worker::start(&db, "chaos-near", &env);
         Self { netns, db, receiver, near, far, hba, cluster }
     }
 
@@ -262,6 +268,48 @@ async fn a_partition_from_postgres_loses_nothing_and_the_worker_recovers_and_dra
     // A partition outlives the 7-s leases: what the far worker had answered then is redelivered.
     assert!(duplicates <= 2 * 256, "{duplicates} duplicates");
     assert!(exited, "the far worker did not exit after SIGTERM once the link was back:\n{far_log}");
+}
+
+/// The leader's node lost behind a partition: the worker is SIGKILLed while its link is down and
+/// the link stays down. Its leader connection's backend never hears of it (no FIN, no RST, no
+/// traffic on an idle connection), so it keeps the advisory lock until the server's TCP keepalive
+/// notices; until then no worker can lead, and the dead worker's leases are never reaped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_lost_behind_a_partition_is_replaced_and_its_leases_reaped() {
+    let total = if long_profile() { 10_000_i64 } else { 2_000 };
+    let _gate = crate::support::db::exclusive().await;
+    let mut rig = Rig::start(total, 40).await;
+    assert!(rig.receiver.wait_for(usize::try_from(total / 10).unwrap(), Duration::from_secs(60)).await);
+    rig.netns.link(false);
+    rig.far.child.kill().unwrap();
+    rig.far.child.wait().unwrap();
+    let lost = tokio::time::Instant::now();
+    let held_by_dead = rig.db.count("SELECT count(*) FROM webhook.deliveries WHERE leased_by = 'chaos-far'").await;
+    let deadline = lost + Duration::from_secs(120);
+    let takeover = loop {
+        if super::leaders(&rig.db).await.iter().any(|name| name == "chaos-near") {
+            break Some(lost.elapsed().as_secs_f64());
+        }
+        if tokio::time::Instant::now() > deadline {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let holders = super::leaders(&rig.db).await;
+    let stuck_now = stuck(&rig.db).await;
+    assert!(
+        takeover.is_some(),
+        "no worker could lead for 120 s after the leader was lost behind a partition (lock held by {holders:?}); \
+         {stuck_now} deliveries stuck past their lease"
+    );
+    let (distinct, duplicates, stuck, dead) = rig.finish().await;
+    eprintln!(
+        "leader lost behind a partition: {total} deliveries; the dead leader held {held_by_dead} leases; the loopback \
+         worker took over after {takeover:.1?} s; delivered {distinct}, dead {dead}, duplicates {duplicates}, stuck {stuck}"
+    );
+    assert_eq!(distinct, usize::try_from(total).unwrap(), "nothing lost");
+    assert_eq!((stuck, dead), (0, 0));
+    assert!(duplicates <= 256, "{duplicates} duplicates");
 }
 
 /// Latency and loss need the kernel's `sch_netem`, which the machine this was written on lacks

@@ -83,6 +83,7 @@ async fn lead(
         None => {
             let options = crate::db::options(&settings.database_url).ok()?;
             let mut connection = PgConnection::connect_with(&options).await.ok()?;
+            sqlx::query(DETECT_DEAD_LEADER).execute(&mut connection).await.ok()?;
             let acquired: bool =
                 sqlx::query_scalar(TRY_LEAD).bind(LEADER_LOCK_KEY).fetch_one(&mut connection).await.ok()?;
             if !acquired {
@@ -232,6 +233,13 @@ const HEARTBEAT: &str = "INSERT INTO webhook.workers (id, hostname, version) VAL
 const FORGET_WORKER: &str = "DELETE FROM webhook.workers WHERE id = $1";
 const FORGET_DEAD_WORKERS: &str = "DELETE FROM webhook.workers WHERE heartbeat_at < now() - make_interval(secs => $1)";
 const TRY_LEAD: &str = "SELECT pg_try_advisory_lock($1)";
+/// TCP keepalives on the server's side of the leader's connection, so that a leader lost without a
+/// word (its node gone, or a partition: no FIN, no RST, and an idle connection sends nothing)
+/// frees the lock within about 25 s instead of the kernel's default two hours; until then no
+/// worker could lead and expired leases would not be reaped (tests/it/chaos/network.rs). Set in
+/// the session rather than as startup options, which PgBouncer refuses.
+const DETECT_DEAD_LEADER: &str = "SELECT set_config('tcp_keepalives_idle', '10', false), \
+     set_config('tcp_keepalives_interval', '5', false), set_config('tcp_keepalives_count', '3', false)";
 const PARTITIONS: &str = "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
      JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace \
      WHERE n.nspname = 'webhook' AND p.relname = $1";
@@ -275,6 +283,7 @@ pub const STATEMENTS: &[(&str, &str)] = &[
     ("forget_worker", FORGET_WORKER),
     ("forget_dead_workers", FORGET_DEAD_WORKERS),
     ("try_lead", TRY_LEAD),
+    ("detect_dead_leader", DETECT_DEAD_LEADER),
     ("partitions", PARTITIONS),
     ("delete_expired_secrets", DELETE_EXPIRED_SECRETS),
     ("report_expiring_secrets", REPORT_EXPIRING_SECRETS),
