@@ -46,6 +46,7 @@ ANCHORS = {
     "WebhookWorkerScrapeFailing": "worker-scrape-failing",
     "WebhookDatabaseErrors": "database-errors",
     "WebhookDeliveryLatencyHigh": "delivery-latency-high",
+    "WebhookLongTransaction": "long-transaction",
     "WebhookReplicasUnavailable": "replicas-unavailable",
     "WebhookScalingMetricAbsent": "scaling-metric-absent",
     "WebhookApiErrorRatioHigh": "api-error-ratio-high",
@@ -56,6 +57,7 @@ OPEN_OBJECTS = {"global"}
 PANEL_LEVELS = {
     2: "successRatioMin", 3: "latencyP99Seconds", 6: "backlogAgeSeconds", 8: "breakerStormOpenEndpoints",
     10: "deadLettersPerHour", 14: "dispatcherStallSeconds", 15: "databaseErrorsPerSecond",
+    20: "longTransactionSeconds",
 }
 KEY_VARS = ("WEBHOOK_ENCRYPTION_KEYS", "WEBHOOK_ENCRYPTION_KEYS_FILE")
 WORKER_ENV = {

@@ -28,6 +28,7 @@ EXPORTED = {
     "webhook_queue_depth", "webhook_dead_letters", "webhook_queue_oldest_ready_age_seconds", "webhook_in_flight",
     "webhook_claim_batch_size", "webhook_breaker_transitions_total", "webhook_breaker_open_endpoints",
     "webhook_database_errors_total", "webhook_workers_live", "webhook_build_info",
+    "webhook_database_oldest_transaction_age_seconds", "webhook_claim_duration_seconds",
     "webhook_protection_deferred_total",
     "webhook_dispatcher_last_progress_timestamp_seconds",
     # the management API's (`webhook-worker api`, api.enabled)

@@ -11,6 +11,7 @@ pub const REGISTRY: &[(&str, &[(&str, &str)])] = &[
     ("engine::circuit", crate::engine::circuit::STATEMENTS),
     ("engine::endpoints", crate::engine::endpoints::STATEMENTS),
     ("engine::maintenance", crate::engine::maintenance::STATEMENTS),
+    ("engine::stats", crate::engine::stats::STATEMENTS),
     ("admin::applications", crate::admin::applications::STATEMENTS),
     ("admin::attempts", crate::admin::attempts::STATEMENTS),
     ("admin::endpoints", crate::admin::endpoints::STATEMENTS),

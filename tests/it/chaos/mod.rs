@@ -7,19 +7,24 @@
 mod backends;
 mod connections;
 mod leader;
+mod network;
 mod storm;
+mod upgrade;
+mod vacuum;
 
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use crate::faults::FAULT_ENV;
 use crate::support::TestDb;
-use crate::support::cli::{binary, free_port};
+use crate::support::cli::{binary_at, free_port};
 
 /// A worker process named `name` in `pg_stat_activity.application_name`, so a test can tell its
 /// connections (pooled, LISTEN, leader) apart; its metrics on `port`, its log in `log`.
 pub struct Worker {
     pub name: String,
+    /// Where its metrics listen: loopback, or its network namespace's address.
+    pub host: std::net::IpAddr,
     pub port: u16,
     pub child: Child,
     pub log: std::path::PathBuf,
@@ -28,21 +33,38 @@ pub struct Worker {
 impl Worker {
     /// Starts a worker with the fault settings plus `env`.
     pub fn start(db: &TestDb, name: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_program(db, name, env, std::path::Path::new(crate::support::cli::BIN))
+    }
+
+    /// Starts `program` (this build's binary, or another release's) as a worker with the fault
+    /// settings plus `env`.
+    pub fn start_program(db: &TestDb, name: &str, env: &[(&str, &str)], program: &std::path::Path) -> Self {
+        Self::launch(db, name, env, binary_at(db, program), std::net::Ipv4Addr::LOCALHOST.into())
+    }
+
+    /// Starts a worker through `command` (the binary, or a launcher such as `ip netns exec` with
+    /// the binary as its argument), its metrics on `host`.
+    pub fn launch(
+        db: &TestDb,
+        name: &str,
+        env: &[(&str, &str)],
+        mut command: std::process::Command,
+        host: std::net::IpAddr,
+    ) -> Self {
         let port = free_port();
         let log = std::env::temp_dir().join(format!("webhook-chaos-{}-{name}.log", std::process::id()));
         let file = std::fs::File::create(&log).unwrap();
         let separator = if db.url.contains('?') { '&' } else { '?' };
-        let mut command = binary(db);
         command
             .arg("run")
             .env("DATABASE_URL", format!("{}{separator}application_name={name}", db.url))
             .env("WEBHOOK_WORKER_ID", name)
-            .env("WEBHOOK_METRICS_ADDR", format!("127.0.0.1:{port}"));
+            .env("WEBHOOK_METRICS_ADDR", std::net::SocketAddr::new(host, port).to_string());
         for (key, value) in FAULT_ENV.iter().chain(env) {
             command.env(key, value);
         }
         let child = command.stdout(Stdio::null()).stderr(file).spawn().unwrap();
-        Self { name: name.to_owned(), port, child, log }
+        Self { name: name.to_owned(), host, port, child, log }
     }
 
     /// Whether the process is still running.
@@ -76,7 +98,7 @@ impl Worker {
     /// The sum of a counter's series in the worker's `/metrics` (0 when absent).
     pub async fn counter(&self, name: &str) -> f64 {
         webhook_worker::tls::install_crypto_provider();
-        let text = reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port))
+        let text = reqwest::get(format!("http://{}/metrics", std::net::SocketAddr::new(self.host, self.port)))
             .await
             .and_then(|r| r.error_for_status())
             .unwrap()

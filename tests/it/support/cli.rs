@@ -10,9 +10,14 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_webhook-worker");
 /// The binary with a clean environment pointing at `db`. The URL carries a password the server
 /// ignores (trust auth), so that tests can check it never appears in output.
 pub fn binary(db: &TestDb) -> Command {
+    binary_at(db, std::path::Path::new(BIN))
+}
+
+/// [`binary`] for another build of the worker (e.g. the previous release's).
+pub fn binary_at(db: &TestDb, program: &std::path::Path) -> Command {
     let mut url = url::Url::parse(&db.url).unwrap();
     url.set_password(Some("hunter2-db-password")).unwrap();
-    let mut command = Command::new(BIN);
+    let mut command = Command::new(program);
     command
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())

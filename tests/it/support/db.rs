@@ -113,7 +113,15 @@ impl TestDb {
 
     /// An empty database with no schema at all.
     pub async fn empty() -> Self {
-        let gate = Gate::Shared(GATE.read().await);
+        Self::create_empty(Gate::Shared(GATE.read().await)).await
+    }
+
+    /// An empty database for a test that needs the machine to itself (and migrates it itself).
+    pub async fn empty_exclusive() -> Self {
+        Self::create_empty(exclusive().await).await
+    }
+
+    async fn create_empty(gate: Gate) -> Self {
         let name = format!("webhook_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&url("postgres")).await.unwrap();
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await.unwrap();

@@ -145,9 +145,10 @@ async fn claim(
             return Err(ClaimError::Claim(err));
         }
     };
-    guard.claim_took(now.elapsed());
+    let took = now.elapsed();
+    guard.claim_took(took);
     parts.health.database_ok();
-    crate::observe::metrics::claim_batch(claimed.deliveries.len());
+    crate::observe::metrics::claim_batch(claimed.deliveries.len(), took);
     let crowded = !claimed.crowded.is_empty();
     let batch = claimed.deliveries;
     if batch.is_empty() {

@@ -7,7 +7,7 @@
 //! another worker takes over at its next tick.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
@@ -15,6 +15,7 @@ use sqlx::{Connection, PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{MaintenanceSettings, Retention};
+use crate::engine::stats::{self, StatsPacing};
 use crate::engine::{circuit, queue};
 use crate::observe::health::Health;
 
@@ -53,7 +54,7 @@ pub async fn run(
         }
         health.database_ok();
         leader = lead(leader, &settings, &mut pacing, &health).await;
-        if let Err(err) = publish_stats(&pool, &live_workers).await {
+        if let Err(err) = stats::publish(&pool, &live_workers).await {
             health.database_error("stats");
             tracing::warn!(error = %err, "Reading queue statistics failed");
         }
@@ -82,6 +83,7 @@ async fn lead(
         None => {
             let options = crate::db::options(&settings.database_url).ok()?;
             let mut connection = PgConnection::connect_with(&options).await.ok()?;
+            sqlx::query(DETECT_DEAD_LEADER).execute(&mut connection).await.ok()?;
             let acquired: bool =
                 sqlx::query_scalar(TRY_LEAD).bind(LEADER_LOCK_KEY).fetch_one(&mut connection).await.ok()?;
             if !acquired {
@@ -98,28 +100,6 @@ async fn lead(
             tracing::warn!(error = %err, "Maintenance failed; giving up the leadership");
             None
         }
-    }
-}
-
-/// When the leader may next count the whole queue. Counting is a scan of the queue table, which
-/// takes seconds with millions of rows pending; it is held to a twentieth of the leader's time
-/// (the next full count waits twenty times as long as the last one took, and at least one round).
-/// The oldest ready age, the scaling signal, is refreshed every round from the ready index.
-#[derive(Debug, Default)]
-pub struct StatsPacing {
-    next_full: Option<tokio::time::Instant>,
-}
-
-impl StatsPacing {
-    /// Share of the leader's time full counts may take, as a divisor.
-    const DUTY: u32 = 20;
-
-    fn due(&self, now: tokio::time::Instant) -> bool {
-        self.next_full.is_none_or(|next| now >= next)
-    }
-
-    fn counted(&mut self, started: tokio::time::Instant, took: Duration) {
-        self.next_full = Some(started + took * Self::DUTY);
     }
 }
 
@@ -143,13 +123,7 @@ pub async fn maintain(
     }
     queue::unpark_resumed(&mut *connection).await?;
     circuit::pick_probes(connection, &settings.breaker).await?;
-    let now = tokio::time::Instant::now();
-    if pacing.due(now) {
-        sqlx::query(COMPUTE_STATS).execute(&mut *connection).await?;
-        pacing.counted(now, now.elapsed());
-    } else {
-        sqlx::query(REFRESH_OLDEST_READY).execute(&mut *connection).await?;
-    }
+    stats::compute(connection, pacing).await?;
     sqlx::query(FORGET_DEAD_WORKERS).bind(WORKER_EXPIRY_SECONDS).execute(&mut *connection).await?;
     let today = Utc::now().date_naive();
     ensure_partitions(connection, today).await?;
@@ -259,6 +233,13 @@ const HEARTBEAT: &str = "INSERT INTO webhook.workers (id, hostname, version) VAL
 const FORGET_WORKER: &str = "DELETE FROM webhook.workers WHERE id = $1";
 const FORGET_DEAD_WORKERS: &str = "DELETE FROM webhook.workers WHERE heartbeat_at < now() - make_interval(secs => $1)";
 const TRY_LEAD: &str = "SELECT pg_try_advisory_lock($1)";
+/// TCP keepalives on the server's side of the leader's connection, so that a leader lost without a
+/// word (its node gone, or a partition: no FIN, no RST, and an idle connection sends nothing)
+/// frees the lock within about 25 s instead of the kernel's default two hours; until then no
+/// worker could lead and expired leases would not be reaped (tests/it/chaos/network.rs). Set in
+/// the session rather than as startup options, which PgBouncer refuses.
+const DETECT_DEAD_LEADER: &str = "SELECT set_config('tcp_keepalives_idle', '10', false), \
+     set_config('tcp_keepalives_interval', '5', false), set_config('tcp_keepalives_count', '3', false)";
 const PARTITIONS: &str = "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
      JOIN pg_class p ON p.oid = i.inhparent JOIN pg_namespace n ON n.oid = p.relnamespace \
      WHERE n.nspname = 'webhook' AND p.relname = $1";
@@ -296,86 +277,16 @@ pub async fn ensure_partitions(connection: &mut PgConnection, today: NaiveDate) 
     Ok(())
 }
 
-const COMPUTE_STATS: &str = r#"
-INSERT INTO webhook.queue_stats (state, count, oldest_at, computed_at)
-SELECT s.state, coalesce(c.count, 0), c.oldest_at, now()
-FROM (VALUES ('ready'), ('scheduled'), ('running'), ('paused'), ('dead')) AS s(state)
-LEFT JOIN (
-    SELECT CASE WHEN state IN ('running', 'paused') THEN state
-                WHEN run_at <= now() THEN 'ready'
-                ELSE 'scheduled' END AS state,
-           count(*) AS count,
-           min(run_at) AS oldest_at
-    FROM webhook.deliveries
-    GROUP BY 1
-    UNION ALL
-    SELECT 'dead', count(*), min(failed_at) FROM webhook.dead_letters WHERE replayed_as IS NULL
-) c USING (state)
-ON CONFLICT (state) DO UPDATE
-SET count = excluded.count, oldest_at = excluded.oldest_at, computed_at = excluded.computed_at
-"#;
-
-/// The oldest ready delivery from the first entry of the ready index (cheap at any depth); the
-/// counts stay those of the last full count.
-const REFRESH_OLDEST_READY: &str = r#"
-UPDATE webhook.queue_stats
-SET oldest_at = (SELECT min(run_at) FROM webhook.deliveries WHERE state = 'pending' AND run_at <= now()),
-    computed_at = now()
-WHERE state = 'ready'
-"#;
-
-#[derive(sqlx::FromRow)]
-struct StatRow {
-    state: String,
-    count: i64,
-    age_seconds: Option<f64>,
-}
-
-const READ_STATS: &str = r#"
-SELECT state, count, extract(epoch FROM now() - oldest_at)::float8 AS age_seconds FROM webhook.queue_stats
-UNION ALL
-SELECT 'workers', count(*), NULL FROM webhook.workers WHERE heartbeat_at > now() - interval '30 seconds'
-UNION ALL
-SELECT 'circuits', count(*), NULL FROM webhook.endpoints WHERE circuit_state <> 'closed'
-"#;
-
-async fn publish_stats(pool: &PgPool, live_workers: &AtomicUsize) -> Result<(), sqlx::Error> {
-    let rows: Vec<StatRow> = sqlx::query_as(READ_STATS).fetch_all(pool).await?;
-    for row in rows {
-        match row.state.as_str() {
-            "ready" => {
-                crate::observe::metrics::queue_stats("ready", row.count);
-                // Between full counts the count may lag; the age is fresh every round.
-                let age = row.age_seconds.unwrap_or(0.0).max(0.0);
-                crate::observe::metrics::oldest_ready_age(Duration::from_secs_f64(age));
-            }
-            "scheduled" => crate::observe::metrics::queue_stats("scheduled", row.count),
-            "running" => crate::observe::metrics::queue_stats("running", row.count),
-            "paused" => crate::observe::metrics::queue_stats("paused", row.count),
-            "dead" => crate::observe::metrics::dead_letters(row.count),
-            "workers" => {
-                crate::observe::metrics::workers_live(row.count);
-                live_workers.store(usize::try_from(row.count).unwrap_or(1).max(1), Ordering::Relaxed);
-            }
-            "circuits" => crate::observe::metrics::breaker_open_endpoints(row.count),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
 /// Every statement of this module, for the registry (`crate::sql`).
 pub const STATEMENTS: &[(&str, &str)] = &[
     ("heartbeat", HEARTBEAT),
     ("forget_worker", FORGET_WORKER),
     ("forget_dead_workers", FORGET_DEAD_WORKERS),
     ("try_lead", TRY_LEAD),
+    ("detect_dead_leader", DETECT_DEAD_LEADER),
     ("partitions", PARTITIONS),
     ("delete_expired_secrets", DELETE_EXPIRED_SECRETS),
     ("report_expiring_secrets", REPORT_EXPIRING_SECRETS),
-    ("compute_stats", COMPUTE_STATS),
-    ("refresh_oldest_ready", REFRESH_OLDEST_READY),
-    ("read_stats", READ_STATS),
     ("delete_dead_letters", DELETE_DEAD_LETTERS),
     ("delete_idempotency_keys", DELETE_IDEMPOTENCY_KEYS),
 ];

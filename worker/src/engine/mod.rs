@@ -2,7 +2,7 @@
 //! statement) → [`dispatcher`] (the claim loop, woken by [`wake`]) → [`attempt`] (one delivery:
 //! [`protect`] admission, the [`endpoints`] cache, [`deliver`] over HTTPS through [`resolve`]) →
 //! [`completion`] → [`completer`] (batched, fenced writes). [`circuit`] stores the breaker's
-//! decided states; [`maintenance`] is heartbeats and the leader's work; [`shutdown`] the
+//! decided states; [`maintenance`] is heartbeats and the leader's work, [`stats`] its statistics; [`shutdown`] the
 //! two-step stop. [`run`] wires them together.
 
 pub mod attempt;
@@ -19,6 +19,7 @@ pub mod protect;
 pub mod queue;
 pub mod resolve;
 pub mod shutdown;
+pub mod stats;
 pub mod wake;
 
 use std::future::Future;

@@ -12,6 +12,9 @@ use crate::policy::states::{CircuitState, DeliveryOutcome, OperationalEvent};
 const LATENCY_BUCKETS: &[f64] =
     &[0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 7200.0];
 const BATCH_BUCKETS: &[f64] = &[1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0];
+/// A claim takes about a millisecond on a healthy queue; dead rows it must walk over (vacuum held
+/// back by a long transaction) make it slower.
+const CLAIM_BUCKETS: &[f64] = &[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
 
 /// Installs the process-wide Prometheus recorder once and returns its handle.
 ///
@@ -24,6 +27,9 @@ pub fn install() -> PrometheusHandle {
             let handle = PrometheusBuilder::new()
                 .set_buckets(LATENCY_BUCKETS)
                 .and_then(|b| b.set_buckets_for_metric(Matcher::Full("webhook_claim_batch_size".into()), BATCH_BUCKETS))
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full("webhook_claim_duration_seconds".into()), CLAIM_BUCKETS)
+                })
                 .expect("bucket lists are non-empty")
                 .install_recorder()
                 .expect("no other metrics recorder is installed");
@@ -62,6 +68,7 @@ fn register_zeroes() {
         "webhook_in_flight",
         "webhook_breaker_open_endpoints",
         "webhook_workers_live",
+        "webhook_database_oldest_transaction_age_seconds",
     ] {
         gauge!(gauge_name).set(0.0);
     }
@@ -77,6 +84,7 @@ fn describe() {
     describe_gauge!("webhook_queue_oldest_ready_age_seconds", Unit::Seconds, "Age of the oldest ready delivery");
     describe_gauge!("webhook_in_flight", "Deliveries in flight in this worker");
     describe_histogram!("webhook_claim_batch_size", "Rows per claim");
+    describe_histogram!("webhook_claim_duration_seconds", Unit::Seconds, "Duration of one claim statement");
     describe_counter!("webhook_api_requests_total", "Management API requests by route template and status class");
     describe_histogram!("webhook_api_request_duration_seconds", "Management API request duration by route template");
     describe_counter!("webhook_breaker_transitions_total", "Circuit breaker transitions by target state");
@@ -88,6 +96,11 @@ fn describe() {
         "Deliveries moved into the future by endpoint protection, by reason (no attempt spent)"
     );
     describe_gauge!("webhook_workers_live", "Workers with a recent heartbeat");
+    describe_gauge!(
+        "webhook_database_oldest_transaction_age_seconds",
+        Unit::Seconds,
+        "Age of the oldest transaction holding back vacuum in the database (computed by the leader)"
+    );
     describe_gauge!("webhook_build_info", "Build information");
     describe_gauge!("webhook_dispatcher_last_progress_timestamp_seconds", Unit::Seconds, "Last dispatcher loop");
 }
@@ -144,9 +157,10 @@ pub fn delivery_latency(elapsed: Duration) {
     histogram!("webhook_delivery_latency_seconds").record(elapsed.as_secs_f64());
 }
 
-/// Records one claim's size.
-pub fn claim_batch(size: usize) {
+/// Records one claim's size and how long its statement took.
+pub fn claim_batch(size: usize, took: Duration) {
     histogram!("webhook_claim_batch_size").record(size as f64);
+    histogram!("webhook_claim_duration_seconds").record(took.as_secs_f64());
 }
 
 /// Sets deliveries in flight.
@@ -192,6 +206,12 @@ pub fn oldest_ready_age(age: Duration) {
 /// Publishes the number of live workers.
 pub fn workers_live(count: i64) {
     gauge!("webhook_workers_live").set(count as f64);
+}
+
+/// Publishes the age of the oldest transaction of another session that holds back the vacuum of
+/// the queue (0 when there is none).
+pub fn oldest_transaction_age(age: Duration) {
+    gauge!("webhook_database_oldest_transaction_age_seconds").set(age.as_secs_f64());
 }
 
 /// Marks dispatcher progress (unix seconds).

@@ -92,12 +92,14 @@ pub struct Receiver {
 }
 
 impl Receiver {
-    /// Listens on 127.0.0.1 at a free port; HTTPS when `tls` is given.
-    ///
-    /// # Errors
-    /// When the port cannot be bound.
+    /// Listens on 127.0.0.1 at a free port; HTTPS when `tls` is given. Errors: the port cannot be bound.
     pub async fn start(tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on(std::net::Ipv4Addr::LOCALHOST.into(), tls).await
+    }
+
+    /// [`Receiver::start`] on `ip` (e.g. the address of a test's network namespace link).
+    pub async fn start_on(ip: std::net::IpAddr, tls: Option<Arc<rustls::ServerConfig>>) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind((ip, 0)).await?;
         let addr = listener.local_addr()?;
         let (count_tx, count) = watch::channel(0);
         let shared = Arc::new(Shared { count: Some(count_tx), ..Shared::default() });
@@ -113,14 +115,13 @@ impl Receiver {
         Ok(Self { addr, https: tls.is_some(), shared, count, stop })
     }
 
-    /// The URL of `path` (`https://localhost:PORT/path` in HTTPS mode, so the certificate's name
-    /// matches; `http://127.0.0.1:PORT/path` otherwise).
+    /// The URL of `path`: `https://localhost:PORT/path` in HTTPS mode (the cert's name), else `http://IP:PORT/path`.
     pub fn url(&self, path: &str) -> String {
         let path = path.trim_start_matches('/');
         if self.https {
             format!("https://localhost:{}/{path}", self.addr.port())
         } else {
-            format!("http://127.0.0.1:{}/{path}", self.addr.port())
+            format!("http://{}/{path}", self.addr)
         }
     }
 
