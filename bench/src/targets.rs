@@ -376,7 +376,24 @@ pub(crate) mod tests {
 
     #[test]
     fn one_target_per_issue_target() {
-        assert_eq!(evaluate(&sample()).len(), 10);
+        assert_eq!(evaluate(&sample()).len(), 12);
+    }
+
+    #[test]
+    fn api_targets_read_the_api_phase_and_say_when_it_did_not_run() {
+        let mut r = sample();
+        assert_eq!(find(&r, "Management API ingest").measured, "not measured");
+        assert!(!find(&r, "Management API p99").met);
+        r.api.clients = 64;
+        r.api.ingest = ApiIngest { messages: 50_000, per_second: 11_930.0, ..ApiIngest::default() };
+        r.api.offered = ApiOffered { messages: 30_000, p99_ms: 26.0, ..ApiOffered::default() };
+        assert!(find(&r, "Management API ingest").met);
+        let latency = find(&r, "Management API p99");
+        assert!(!latency.met, "26 ms is over 25: {}", latency.measured);
+        r.api.ingest.per_second = 4_999.0;
+        r.api.offered.p99_ms = 12.2;
+        assert!(!find(&r, "Management API ingest").met);
+        assert!(find(&r, "Management API p99").met);
     }
 
     #[test]
