@@ -72,9 +72,15 @@ impl Worker {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// SIGTERM and wait for the process to exit.
+    pub fn terminate(&mut self) {
+        let _ = std::process::Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM and wait; the log is removed.
-    pub fn stop(self) {
-        crate::support::cli::stop(self.child);
+    pub fn stop(mut self) {
+        self.terminate();
         let _ = std::fs::remove_file(&self.log);
     }
 
@@ -109,6 +115,17 @@ impl Worker {
             .filter(|line| line.starts_with(name) && !line.starts_with('#'))
             .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
             .sum()
+    }
+}
+
+/// A test that fails midway drops its workers: they must not outlive it (a worker whose database
+/// is gone would wait for it forever).
+impl Drop for Worker {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 

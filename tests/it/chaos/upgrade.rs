@@ -194,7 +194,7 @@ async fn a_rolling_upgrade_under_load_loses_nothing_and_raises_no_error_storm() 
     // Rolling: one old worker at a time gets SIGTERM and drains; the rest carry on.
     while let Some(mut worker) = old_workers.pop() {
         assert!(worker.alive(), "{} exited before its SIGTERM:\n{}", worker.name, worker.log_text());
-        crate::support::cli::stop(worker.child);
+        worker.terminate();
         old_logs.push_str(&std::fs::read_to_string(&worker.log).unwrap_or_default());
         let _ = std::fs::remove_file(&worker.log);
         assert!(
