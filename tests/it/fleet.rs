@@ -120,9 +120,11 @@ async fn an_open_circuit_stops_the_whole_fleet_and_the_backlog_drains_after_reco
         worker.stop().await;
     }
     eprintln!("breaker: {at_trip} requests before the trip, {} while open", before_recovery - at_trip);
-    // Each worker's own detector trips after 5 failures in a row, and a worker may learn of another's
-    // trip only after that; 2 more may be in flight per worker (the cap): 3 × 5 + 3 × 2.
-    assert!(at_trip <= 3 * 5 + 3 * 2, "the fleet sent {at_trip} failing requests before tripping");
+    // Each worker's own detector trips after 5 failures in a row (it re-reads the shared circuit
+    // before each send after its first failure, but another worker's trip may still be being
+    // stored), and sends nothing more once it tripped; the one other request it may have in flight
+    // then (cap 2) still arrives: 3 × (5 + 1), however slowly the trip is stored.
+    assert!(at_trip <= 3 * (5 + 1), "the fleet sent {at_trip} failing requests before tripping");
     assert!(
         before_recovery - at_trip <= 2 + 3,
         "while open the fleet sent {} requests, expected the 2 probes",

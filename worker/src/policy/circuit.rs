@@ -143,6 +143,9 @@ const BUCKETS: u32 = 20;
 #[derive(Debug, Default)]
 pub struct Detector {
     consecutive: u32,
+    /// Whether the last outcome was a failure. Kept through a trip, which restarts the counts:
+    /// the worker that tripped must not take its cached closed circuit for the truth.
+    last_failed: bool,
     /// (bucket start, attempts, failures), oldest first.
     buckets: VecDeque<(Instant, u32, u32)>,
     total: u32,
@@ -176,15 +179,17 @@ impl Detector {
             && f64::from(self.failures) >= settings.failure_ratio * f64::from(self.total);
         let trip = !success && (self.consecutive >= settings.consecutive_failures || by_ratio);
         if trip {
-            *self = Self::default();
+            *self = Self { last_failed: true, ..Self::default() };
+        } else {
+            self.last_failed = !success;
         }
         trip
     }
 
-    /// Whether the last outcome was a failure (then the worker re-checks the shared circuit before
-    /// each send).
+    /// Whether the last outcome was a failure, including the one that tripped (then the worker
+    /// re-checks the shared circuit before each send, until an answer says the endpoint is well).
     pub fn failing(&self) -> bool {
-        self.consecutive > 0
+        self.last_failed
     }
 }
 
@@ -207,7 +212,12 @@ mod tests {
         assert!(!d.record(&s, now, false));
         assert!(d.failing());
         assert!(d.record(&s, now, false), "third in a row trips");
-        assert!(!d.failing(), "the detector starts afresh after a trip");
+        assert!(d.failing(), "after a trip the worker still re-checks the shared circuit");
+        assert!(!d.record(&s, now, false), "the count starts afresh after a trip");
+        assert!(!d.record(&s, now, false));
+        assert!(d.record(&s, now, false));
+        assert!(!d.record(&s, now, true));
+        assert!(!d.failing(), "a success ends the re-checking");
     }
 
     #[tokio::test(start_paused = true)]

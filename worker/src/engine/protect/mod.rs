@@ -2,7 +2,8 @@
 //!
 //! - **Circuit**: the shared state on the endpoint row is honoured before every send; a worker
 //!   whose last attempt to the endpoint failed re-reads it first, so that after a trip no worker
-//!   keeps sending what it had already claimed. Failures feed a [`Detector`]; a trip opens the
+//!   keeps sending what it had already claimed; the worker that tripped sends nothing until the
+//!   trip is stored. Failures feed a [`Detector`]; a trip opens the
 //!   circuit for the whole fleet (`engine::circuit::trip`).
 //! - **Rate limit**: a governor limiter per endpoint whose quota is the endpoint's limit divided by
 //!   the live workers (from heartbeats), so the fleet together holds the limit.
@@ -69,6 +70,9 @@ pub struct Pass {
 #[derive(Debug)]
 struct Entry {
     detector: Detector,
+    /// This worker's detector tripped and the fleet's circuit is being opened: until that is
+    /// stored, the shared row still reads closed, and this worker sends nothing.
+    tripping: bool,
     slots: Arc<Slots>,
     throttle: Option<Throttle>,
     /// The next time a deferred delivery may be scheduled (spreads deferrals).
@@ -83,6 +87,7 @@ impl Entry {
     fn new(cap: usize, now: Instant, freed: &Arc<Notify>) -> Self {
         Self {
             detector: Detector::default(),
+            tripping: false,
             slots: Slots::new(cap, Arc::clone(freed)),
             throttle: None,
             cursor: now,
@@ -226,8 +231,13 @@ impl Guard {
             Some(mut reservation) => reservation.ready(QUEUE_WAIT).await.then_some(reservation),
             None => None,
         };
-        let recheck = endpoint.circuit.state != CircuitState::Closed
-            || self.with_entry(endpoint, |entry| entry.detector.failing());
+        let (tripping, failing) = self.with_entry(endpoint, |entry| (entry.tripping, entry.detector.failing()));
+        if tripping {
+            metrics::protection_deferred(Deferral::Circuit, 1);
+            let after = self.settings.breaker.cooldown.max(Duration::from_secs(1));
+            return Admission::Defer { after, outcome: DeliveryOutcome::Deferred, reason: Deferral::Circuit };
+        }
+        let recheck = endpoint.circuit.state != CircuitState::Closed || failing;
         let circuit = if recheck {
             self.fresh_circuit(endpoint.id).await.unwrap_or_else(|| endpoint.circuit.clone())
         } else {
@@ -266,13 +276,22 @@ impl Guard {
             entry.pace.answered(now, elapsed);
             let respread = entry.pace.respread(now, cap, claim_ms);
             let respread = respread.map(|service| pace::interval_ms(service, cap, workers));
-            (entry.detector.record(&self.settings.breaker, now, success), respread)
+            let trip = entry.detector.record(&self.settings.breaker, now, success);
+            entry.tripping |= trip;
+            (trip, respread)
         };
         if let Some(interval_ms) = respread {
             self.spread(endpoint, interval_ms, Deferral::Saturation);
         }
-        if trip && let Err(err) = crate::engine::circuit::trip(&self.pool, endpoint, &self.settings.breaker).await {
-            tracing::warn!(endpoint.id = %endpoint, error = %err, "Opening the circuit failed");
+        if trip {
+            if let Err(err) = crate::engine::circuit::trip(&self.pool, endpoint, &self.settings.breaker).await {
+                tracing::warn!(endpoint.id = %endpoint, error = %err, "Opening the circuit failed");
+            }
+            // Stored (or failed): from here the shared row is the truth again, re-read before each
+            // send while the detector says failing.
+            if let Some(entry) = self.entries.lock().expect("guard lock poisoned").get_mut(&endpoint) {
+                entry.tripping = false;
+            }
         }
     }
 
