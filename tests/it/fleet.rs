@@ -144,6 +144,43 @@ async fn an_open_circuit_stops_the_whole_fleet_and_the_backlog_drains_after_reco
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_probe_does_not_run_out_of_attempts_while_its_circuit_stays_open() {
+    let db = TestDb::exclusive().await;
+    let receiver = Receiver::start(None).await.unwrap();
+    let (id, secret) = endpoint(&db.pool, &receiver.url("/down")).await;
+    receiver.expect_secrets("/down", vec![secret]);
+    receiver.answer("/down", Answer { status: 500, ..Answer::default() });
+    insert_deliveries(&db.pool, id, 20).await;
+    // Five attempts each; the breaker trips after two failures, long before any delivery has
+    // used its five, and probes every second.
+    let mut s = worker_args(&db, "0s,0s,0s,0s");
+    s.worker.breaker_failure_threshold = 2;
+    s.worker.breaker_failure_ratio = 1.0;
+    s.worker.breaker_cooldown = Duration::from_secs(1);
+    s.worker.breaker_max_cooldown = Duration::from_secs(1);
+    s.worker.max_in_flight_per_endpoint = 1;
+    let worker = TestWorker::start(Settings::from_args(&s).unwrap());
+    // The outage outlasts the schedule: some delivery has failed more probes than it has attempts.
+    wait_until(
+        &db.pool,
+        "SELECT count(*) > 0 FROM webhook.delivery_attempts WHERE attempt > 5",
+        Duration::from_secs(60),
+    )
+    .await;
+    assert_eq!(db.count("SELECT count(*) FROM webhook.dead_letters").await, 0, "a probe ran out of attempts");
+    let state: String =
+        sqlx::query_scalar("SELECT circuit_state FROM webhook.endpoints").fetch_one(&db.pool).await.unwrap();
+    assert_ne!(state, "closed", "the circuit stayed open through the outage");
+    receiver.answer("/down", Answer::default());
+    wait_until(&db.pool, "SELECT count(*) = 0 FROM webhook.deliveries", Duration::from_secs(60)).await;
+    worker.stop().await;
+    assert_eq!(db.count("SELECT count(*) FROM webhook.dead_letters").await, 0);
+    let delivered: std::collections::HashSet<String> =
+        receiver.received().iter().filter(|r| r.status == 200).map(|r| r.msg_id.clone()).collect();
+    assert_eq!(delivered.len(), 20, "every delivery arrived once the endpoint recovered");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hanging_and_a_throttled_backlog_do_not_delay_healthy_endpoints() {
     let db = TestDb::exclusive().await;
     let receiver = Receiver::start(None).await.unwrap();
