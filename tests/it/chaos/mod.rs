@@ -6,6 +6,7 @@
 
 mod backends;
 mod connections;
+mod delay;
 mod leader;
 mod network;
 mod storm;

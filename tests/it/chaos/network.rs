@@ -1,10 +1,13 @@
 //! A bad network between a worker and Postgres, in a network namespace the test creates: the
 //! worker runs in it (`ip netns exec`) and reaches the test's own cluster and the receiver over a
-//! veth pair. A partition (the link down, then a SIGTERM while it is down); and, where the kernel
-//! has `sch_netem`, 300 ms of latency and 20 % loss with `tc netem` on the worker's side. A second
-//! worker on loopback keeps the fleet going and reaps the partitioned worker's expired leases.
-//! Nothing may be lost; leases and the drain behave as documented. Needs root and `ip netns` (CI
-//! and this machine run tests as root): without them the tests fail, saying so.
+//! veth pair. A partition (the link down, then a SIGTERM while it is down); and 300 ms of latency
+//! and 20 % loss on the worker's side. This machine's kernel has no `sch_netem`, so the loss is an
+//! nftables rule in the namespace that drops a fifth of the packets the worker sends (`numgen
+//! random`), and the latency a relay in the test that delays what the worker sends to Postgres
+//! ([`DelayRelay`]). A second worker on loopback keeps the fleet going and reaps the partitioned
+//! worker's expired leases. Nothing may be lost; leases and the drain behave as documented. Needs
+//! root, `ip netns` and `nft` (CI and this machine run tests as root; `.ci/run` installs
+//! nftables): without them the tests fail, saying so.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
@@ -13,6 +16,7 @@ use std::time::Duration;
 use webhook_worker::testkit::pgcluster::{Cluster, THROWAWAY_SETTINGS};
 use webhook_worker::testkit::receiver::{Answer, Receiver};
 
+use super::delay::DelayRelay;
 use super::{Worker, drained, stuck};
 use crate::faults::{delivered, long_profile};
 use crate::support::cli::{BIN, binary_at};
@@ -67,16 +71,15 @@ impl Netns {
         sh("ip", &args);
     }
 
-    /// `tc netem` on the namespace's side of the link (what the worker sends), e.g.
-    /// `delay 300ms`; `None` removes it.
-    fn netem(&self, rule: Option<&str>) {
-        let _ = Command::new("ip")
-            .args(["netns", "exec", &self.name, "tc", "qdisc", "del", "dev", &self.inner_link, "root"])
-            .output();
-        if let Some(rule) = rule {
-            let mut command = vec!["tc", "qdisc", "add", "dev", self.inner_link.as_str(), "root", "netem"];
-            command.extend(rule.split(' '));
-            self.inside(&command);
+    /// Drops `percent` % of the packets the namespace sends, at random (what `tc netem loss`
+    /// does on its side of the link); `None` drops none.
+    fn loss(&self, percent: Option<u32>) {
+        let _ =
+            Command::new("ip").args(["netns", "exec", &self.name, "nft", "delete", "table", "inet", "chaos"]).output();
+        if let Some(percent) = percent {
+            self.inside(&["nft", "add", "table", "inet", "chaos"]);
+            self.inside(&["nft", "add chain inet chaos out { type filter hook output priority 0; }"]);
+            self.inside(&["nft", &format!("add rule inet chaos out numgen random mod 100 < {percent} drop")]);
         }
     }
 
@@ -125,11 +128,13 @@ struct Rig {
     near: Worker,
     far: Worker,
     hba: std::path::PathBuf,
+    /// When the far worker reaches Postgres through a delay line (the latency test).
+    relay: Option<DelayRelay>,
     cluster: Cluster,
 }
 
 impl Rig {
-    async fn start(total: i64, seconds: u64) -> Self {
+    async fn start(total: i64, seconds: u64, through_relay: bool) -> Self {
         webhook_worker::tls::install_crypto_provider();
         let netns = Netns::create();
         // The cluster listens on loopback and on the host's end of the link, and lets the namespace in.
@@ -150,7 +155,16 @@ impl Rig {
         let pool = sqlx::PgPool::connect(&url).await.unwrap();
         webhook_worker::db::migrate(&pool).await.unwrap();
         let db = TestDb::on_own_cluster(url.clone(), pool.clone());
-        let far_db = TestDb::on_own_cluster(url.replace("127.0.0.1", &netns.host.to_string()), pool.clone());
+        let relay = if through_relay {
+            let server = std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, cluster.port()));
+            Some(DelayRelay::start((netns.host, 0).into(), server).await)
+        } else {
+            None
+        };
+        let far_address =
+            relay.as_ref().map_or_else(|| format!("{}:{}", netns.host, cluster.port()), |relay| relay.addr.to_string());
+        let far_url = url.replace(&format!("127.0.0.1:{}", cluster.port()), &far_address);
+        let far_db = TestDb::on_own_cluster(far_url, pool.clone());
         let receiver = Receiver::start_on(IpAddr::V4(netns.host), None).await.unwrap();
         for n in 0..4 {
             let path = format!("/n{n}");
@@ -177,7 +191,7 @@ impl Rig {
         );
         crate::support::wait_until(&pool, LEADS_FAR, Duration::from_secs(30)).await;
         let near = Worker::start(&db, "chaos-near", &env);
-        Self { netns, db, receiver, near, far, hba, cluster }
+        Self { netns, db, receiver, near, far, hba, relay, cluster }
     }
 
     /// SIGTERMs the far worker; returns whether it exited within `limit`, and after how long.
@@ -211,6 +225,7 @@ impl Rig {
         let _ = std::fs::remove_file(&self.far.log);
         self.near.stop();
         let _ = std::fs::remove_file(&self.hba);
+        drop(self.relay);
         self.db.pool.close().await;
         drop(self.cluster);
         (distinct, answered_ok - distinct, stuck, dead)
@@ -222,7 +237,7 @@ async fn a_partition_from_postgres_loses_nothing_and_the_worker_recovers_and_dra
     let (total, partition) =
         if long_profile() { (20_000_i64, Duration::from_secs(30)) } else { (3_000, Duration::from_secs(8)) };
     let _gate = crate::support::db::exclusive().await;
-    let mut rig = Rig::start(total, 3 * partition.as_secs() + 20).await;
+    let mut rig = Rig::start(total, 3 * partition.as_secs() + 20, false).await;
     assert!(rig.receiver.wait_for(usize::try_from(total / 10).unwrap(), Duration::from_secs(60)).await);
 
     // A partition: the worker's link to Postgres (and to the receiver) goes down and comes back.
@@ -278,7 +293,7 @@ async fn a_partition_from_postgres_loses_nothing_and_the_worker_recovers_and_dra
 async fn a_leader_lost_behind_a_partition_is_replaced_and_its_leases_reaped() {
     let total = if long_profile() { 10_000_i64 } else { 2_000 };
     let _gate = crate::support::db::exclusive().await;
-    let mut rig = Rig::start(total, 40).await;
+    let mut rig = Rig::start(total, 40, false).await;
     assert!(rig.receiver.wait_for(usize::try_from(total / 10).unwrap(), Duration::from_secs(60)).await);
     rig.netns.link(false);
     rig.far.child.kill().unwrap();
@@ -312,32 +327,40 @@ async fn a_leader_lost_behind_a_partition_is_replaced_and_its_leases_reaped() {
     assert!(duplicates <= 256, "{duplicates} duplicates");
 }
 
-/// Latency and loss need the kernel's `sch_netem`, which the machine this was written on lacks
-/// (its 6.18 Firecracker kernel has no netem, prio or fq_codel qdisc and no modules): run with
-/// `--ignored` where `tc qdisc add dev lo root netem delay 1ms` works.
+/// 300 ms more on every round trip to Postgres, then a fifth of the worker's packets lost, each
+/// held for a while under load; then a SIGTERM with both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs tc netem (sch_netem), missing from this machine's kernel"]
 async fn latency_and_loss_to_postgres_lose_nothing() {
     let (total, fault) =
         if long_profile() { (20_000_i64, Duration::from_secs(60)) } else { (3_000, Duration::from_secs(8)) };
     let _gate = crate::support::db::exclusive().await;
-    let mut rig = Rig::start(total, 3 * fault.as_secs() + 20).await;
+    let mut rig = Rig::start(total, 3 * fault.as_secs() + 20, true).await;
+    let relay = |rig: &Rig, delay| rig.relay.as_ref().expect("the far worker goes through the relay").set_delay(delay);
+    let latency = Duration::from_millis(300);
     let mut figures = Vec::new();
-    for (what, rule) in [("300 ms latency", "delay 300ms"), ("20 % loss", "loss 20%")] {
+    for what in ["300 ms latency", "20 % loss"] {
         let before = (attempts_by(&rig.db, "chaos-far").await, rig.receiver.count());
-        rig.netns.netem(Some(rule));
+        if what.contains("latency") {
+            relay(&rig, latency);
+        } else {
+            rig.netns.loss(Some(20));
+        }
         // The fault is held this long.
         tokio::time::sleep(fault).await;
-        rig.netns.netem(None);
+        relay(&rig, Duration::ZERO);
+        rig.netns.loss(None);
+        let far = attempts_by(&rig.db, "chaos-far").await - before.0;
         figures.push(format!(
-            "{what}: the far worker attempted {}, the fleet delivered {} in {fault:?}",
-            attempts_by(&rig.db, "chaos-far").await - before.0,
+            "{what}: the far worker attempted {far}, the fleet delivered {} in {fault:?}",
             rig.receiver.count() - before.1
         ));
+        assert!(far > 0, "the far worker attempted nothing through {what}:\n{}", rig.far.log_text());
     }
-    rig.netns.netem(Some("delay 300ms loss 20%"));
+    relay(&rig, latency);
+    rig.netns.loss(Some(20));
     let (exited, after) = rig.terminate_far(Duration::from_secs(60)).await;
-    rig.netns.netem(None);
+    relay(&rig, Duration::ZERO);
+    rig.netns.loss(None);
     let (distinct, duplicates, stuck, dead) = rig.finish().await;
     eprintln!(
         "latency and loss: {total} deliveries\n  {}\n  SIGTERM under 300 ms + 20 % loss: exited {exited} after {after:.1} s \
