@@ -238,3 +238,24 @@ async fn migrations_are_safe_to_run_twice_and_concurrently() {
     );
     wait_until(&db.pool, "SELECT to_regclass('webhook.deliveries') IS NOT NULL", Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_spread_again_at_the_same_pace_is_not_rewritten() {
+    let db = TestDb::new().await;
+    let (id, _) = endpoint(&db.pool, "http://127.0.0.1:9/").await;
+    insert_deliveries(&db.pool, id, 1000).await;
+    let horizon = Duration::from_secs(3600);
+    let first = queue::spread_backlog(&db.pool, id, 10.0, horizon).await.unwrap();
+    assert_eq!((first.moved, first.later), (1000, 1000), "the ready backlog is spread 10 ms apart");
+    let again = queue::spread_backlog(&db.pool, id, 10.0, horizon).await.unwrap();
+    // Only the rows that came due between the two spreads (10 ms each) move again.
+    assert!(again.moved < 100, "spread again at the same pace, {} of 1000 rows were rewritten", again.moved);
+    let faster = queue::spread_backlog(&db.pool, id, 1.0, horizon).await.unwrap();
+    // Row n moves from n × 10 ms to n × 1 ms: all but the first ~111 by more than a second (a few
+    // fewer as the milliseconds between the spreads pass).
+    assert!((850..=890).contains(&faster.moved), "a faster pace brings {} rows sooner", faster.moved);
+    assert_eq!(faster.later, 0);
+    let last =
+        db.count("SELECT (extract(epoch FROM max(run_at) - now()) * 1000)::bigint FROM webhook.deliveries").await;
+    assert!(last < 2_000, "the last row is due {last} ms from now, within the faster spread's second");
+}
