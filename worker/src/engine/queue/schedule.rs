@@ -98,15 +98,19 @@ WITH ranked AS MATERIALIZED (
     FROM webhook.deliveries
     WHERE endpoint_id = $1 AND state = 'pending' AND run_at <= now() + make_interval(secs => $3)
 ), moved AS (
-    -- A row already scheduled within a second of its place keeps it: spread again at the same
-    -- pace, a backlog that is being sent on time gets the same times back, and rewriting it
-    -- would only make dead tuples (every worker spreads a throttled backlog every few seconds).
-    -- A row that is due already is always moved: it is what stands in the claims' way.
+    -- A row already scheduled close to its place keeps it: within a second, or a tenth of how
+    -- far ahead it is. Spread again at the same pace, a backlog that is being sent on time gets
+    -- the same times back, and one that fell a little behind shifts by a little; rewriting it
+    -- would only lock the rows from the claims while it runs and leave a dead tuple for each
+    -- (every worker spreads a throttled backlog every few seconds). A row that is due already is
+    -- always moved: it is what stands in the claims' way; the rest are placed exactly once they
+    -- come near.
     UPDATE webhook.deliveries d
     SET run_at = r.due
     FROM ranked r
     WHERE d.id = r.id AND d.state = 'pending'
-      AND NOT (r.was > now() AND r.due BETWEEN r.was - interval '1 second' AND r.was + interval '1 second')
+      AND NOT (r.was > now()
+               AND abs(extract(epoch FROM r.due - r.was)) <= greatest(1.0, extract(epoch FROM r.was - now()) / 10))
     RETURNING r.due > r.was AS later
 )
 SELECT count(*) FILTER (WHERE later) AS later, count(*) AS moved FROM moved
@@ -123,8 +127,8 @@ pub struct Spread {
 /// Spreads the waiting backlog of a saturated endpoint over time, `interval_ms` apart in queue
 /// order, so that it stops occupying the head of the queue (and every claim) while it waits for
 /// its rate limit or in-flight cap; spread again at a faster pace, it comes back sooner. Rows
-/// already scheduled more than `horizon` ahead, or scheduled within a second of their place,
-/// are left alone. No attempt is spent.
+/// already scheduled more than `horizon` ahead, or scheduled close to their place (within a
+/// second, or a tenth of how far ahead they are), are left alone. No attempt is spent.
 ///
 /// # Errors
 /// The database error.
