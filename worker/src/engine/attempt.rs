@@ -230,24 +230,6 @@ fn finish(
     let retry = &ctx.settings.retry;
     let disposition = retry.classify(&attempted.outcome, attempt, rand::random_range(-1.0..=1.0));
     let now = Utc::now();
-    let event = match disposition {
-        Disposition::Delivered => Event::ProbeDelivered,
-        Disposition::Retry { .. } | Disposition::Dead { .. } => Event::ProbeFailed,
-    };
-    let circuit = probe.and_then(|circuit| circuit::transition(&circuit, event, now, &ctx.guard.settings().breaker));
-    // The rest of the backlog waits behind an open circuit without spending attempts; the probe
-    // cannot, but its schedule does not run out while the circuit stays open: a probe that failed
-    // its last attempt waits behind the cool-down too. Once the circuit closes, its next failure
-    // makes it a dead letter.
-    let disposition = match (disposition, circuit.as_ref()) {
-        (Disposition::Dead { exhausted: true, disable_endpoint: false }, Some(reopened))
-            if reopened.state == CircuitState::Open && attempted.label.is_none() =>
-        {
-            let until = reopened.open_until.map_or(Duration::ZERO, |t| (t - now).to_std().unwrap_or_default());
-            Disposition::Retry { after: until }
-        }
-        (disposition, _) => disposition,
-    };
     let label = match disposition {
         Disposition::Delivered => {
             metrics::delivery_latency((now - delivery.created_at).to_std().unwrap_or_default());
@@ -268,6 +250,11 @@ fn finish(
         (error, _) => error,
     };
     log(delivery, label, error.as_deref());
+    let event = match disposition {
+        Disposition::Delivered => Event::ProbeDelivered,
+        Disposition::Retry { .. } | Disposition::Dead { .. } => Event::ProbeFailed,
+    };
+    let circuit = probe.and_then(|circuit| circuit::transition(&circuit, event, now, &ctx.guard.settings().breaker));
     let facts = Facts {
         attempted_at,
         elapsed,

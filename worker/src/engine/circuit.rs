@@ -123,16 +123,21 @@ struct NotClosed {
 pub(crate) const NOT_CLOSED: &str = r#"
 SELECT e.id AS endpoint_id, e.circuit_state, e.circuit_open_until, e.circuit_cooldown_ms, e.circuit_probe_delivery,
        EXISTS (SELECT 1 FROM webhook.deliveries p WHERE p.id = e.circuit_probe_delivery) AS probe_exists,
-       (SELECT d.id FROM webhook.deliveries d
-        WHERE d.endpoint_id = e.id AND d.state = 'pending' ORDER BY d.run_at, d.id LIMIT 1) AS candidate
+       -- The probe: of the oldest waiting deliveries, one that has spent the fewest attempts, so
+       -- that a long outage spends one attempt of many deliveries, not every attempt of the oldest
+       -- (a reopened circuit moves its whole backlog to one time, and the oldest stays oldest).
+       (SELECT w.id FROM (SELECT d.id, d.attempt, d.run_at FROM webhook.deliveries d
+                          WHERE d.endpoint_id = e.id AND d.state = 'pending'
+                          ORDER BY d.run_at, d.id LIMIT 100) w
+        ORDER BY w.attempt, w.run_at, w.id LIMIT 1) AS candidate
 FROM webhook.endpoints e
 WHERE e.circuit_state <> 'closed'
 "#;
 
 /// Gives every open circuit whose cool-down has passed (and every half-open circuit whose probe
-/// vanished) one probe: the endpoint's oldest waiting delivery, made due now. Circuits with
-/// nothing waiting stay as they are until something arrives. Run by the leader; returns how many
-/// circuits went half-open.
+/// vanished) one probe: of the endpoint's 100 oldest waiting deliveries, the one that spent the
+/// fewest attempts, made due now. Circuits with nothing waiting stay as they are until something
+/// arrives. Run by the leader; returns how many circuits went half-open.
 ///
 /// # Errors
 /// The database error.
