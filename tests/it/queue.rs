@@ -245,22 +245,21 @@ async fn a_backlog_spread_again_at_the_same_pace_is_not_rewritten() {
     let (id, _) = endpoint(&db.pool, "http://127.0.0.1:9/").await;
     insert_deliveries(&db.pool, id, 1000).await;
     let horizon = Duration::from_secs(3600);
-    let first = queue::spread_backlog(&db.pool, id, 10.0, horizon).await.unwrap();
-    assert_eq!((first.moved, first.later), (1000, 1000), "the ready backlog is spread 10 ms apart");
-    let again = queue::spread_backlog(&db.pool, id, 10.0, horizon).await.unwrap();
-    // Only the rows that came due between the two spreads (10 ms each) move again.
-    assert!(again.moved < 100, "spread again at the same pace, {} of 1000 rows were rewritten", again.moved);
-    // A backlog that fell behind: 30 more rows are due now, ahead of it, which shifts every row by
-    // 300 ms — less than a second: nothing else moves.
-    insert_deliveries(&db.pool, id, 30).await;
-    let behind = queue::spread_backlog(&db.pool, id, 10.0, horizon).await.unwrap();
-    assert!((30..100).contains(&behind.moved), "{} rows rewritten for 30 new ones", behind.moved);
-    let faster = queue::spread_backlog(&db.pool, id, 1.0, horizon).await.unwrap();
-    // Row n moves from about n × 10 ms to n × 1 ms: all but the first ~111 by more than a second
-    // (and than a tenth of how far ahead they were).
-    assert!((850..=925).contains(&faster.moved), "a faster pace brings {} rows sooner", faster.moved);
-    assert!(faster.later < 50, "only rows that had come due are placed later: {}", faster.later);
+    // A second apart: the time that passes between the statements is small beside it.
+    let first = queue::spread_backlog(&db.pool, id, 1000.0, horizon).await.unwrap();
+    assert_eq!((first.moved, first.later), (1000, 1000), "the ready backlog is spread a second apart");
+    let again = queue::spread_backlog(&db.pool, id, 1000.0, horizon).await.unwrap();
+    assert!(again.moved < 10, "spread again at the same pace, {} of 1000 rows were rewritten", again.moved);
+    // A backlog that fell behind: one more row is due now, ahead of it, which shifts every row by a
+    // second. Only the rows less than about ten seconds ahead are off by more than a tenth.
+    insert_deliveries(&db.pool, id, 1).await;
+    let behind = queue::spread_backlog(&db.pool, id, 1000.0, horizon).await.unwrap();
+    assert!((1..100).contains(&behind.moved), "{} rows rewritten for one new one", behind.moved);
+    let faster = queue::spread_backlog(&db.pool, id, 100.0, horizon).await.unwrap();
+    // Row n moves from about n s to n / 10 s: all but the first one or two.
+    assert!((950..=1001).contains(&faster.moved), "a faster pace brings {} rows sooner", faster.moved);
+    assert!(faster.later < 10, "only rows that had come due are placed later: {}", faster.later);
     let last =
         db.count("SELECT (extract(epoch FROM max(run_at) - now()) * 1000)::bigint FROM webhook.deliveries").await;
-    assert!(last < 2_000, "the last row is due {last} ms from now, within the faster spread's second");
+    assert!(last < 150_000, "the last row is due {last} ms from now, within the faster spread's 100 s");
 }

@@ -23,6 +23,7 @@
 
 pub mod pace;
 mod slots;
+mod spreader;
 mod throttle;
 
 use std::collections::HashMap;
@@ -40,6 +41,7 @@ use uuid::Uuid;
 use self::pace::Pace;
 pub use self::slots::Reservation;
 use self::slots::Slots;
+use self::spreader::Spreader;
 use self::throttle::Throttle;
 pub use self::throttle::pod_quota;
 pub use crate::config::ProtectSettings;
@@ -124,6 +126,7 @@ pub struct Guard {
     live_workers: Arc<AtomicUsize>,
     entries: Mutex<HashMap<Uuid, Entry>>,
     room_freed: Arc<Notify>,
+    spreader: Spreader,
     /// Moving average of the dispatcher's claim round trips, microseconds.
     claim_us: AtomicU64,
 }
@@ -131,14 +134,13 @@ pub struct Guard {
 /// How long a delivery claimed ahead waits for a slot at most; longer means its endpoint is no
 /// longer fast, and it goes back to the queue.
 const QUEUE_WAIT: Duration = Duration::from_secs(1);
-/// How far ahead a saturated endpoint's backlog is spread at most per call.
-const SPREAD_HORIZON: Duration = Duration::from_secs(3600);
 /// A worker spreads one endpoint's backlog at its rate limit at most this often.
 const RATE_SPREAD_EVERY: Duration = pace::SPREAD_EVERY;
 
 impl Guard {
     pub fn new(pool: PgPool, settings: ProtectSettings, live_workers: Arc<AtomicUsize>) -> Self {
         Self {
+            spreader: Spreader::new(pool.clone()),
             pool,
             settings,
             live_workers,
@@ -220,7 +222,7 @@ impl Guard {
                 .collect()
         };
         for (endpoint, interval_ms) in spreads {
-            self.spread(endpoint, interval_ms, Deferral::Saturation);
+            self.spreader.spread(endpoint, interval_ms, Deferral::Saturation);
         }
     }
 
@@ -258,7 +260,7 @@ impl Guard {
             Admission::Defer { reason, .. } => metrics::protection_deferred(*reason, 1),
         }
         if let Some(interval_ms) = spread {
-            self.spread(endpoint.id, interval_ms, Deferral::RateLimit);
+            self.spreader.spread(endpoint.id, interval_ms, Deferral::RateLimit);
         }
         admission
     }
@@ -281,7 +283,7 @@ impl Guard {
             (trip, respread)
         };
         if let Some(interval_ms) = respread {
-            self.spread(endpoint, interval_ms, Deferral::Saturation);
+            self.spreader.spread(endpoint, interval_ms, Deferral::Saturation);
         }
         if trip {
             if let Err(err) = crate::engine::circuit::trip(&self.pool, endpoint, &self.settings.breaker).await {
@@ -293,26 +295,6 @@ impl Guard {
                 entry.tripping = false;
             }
         }
-    }
-
-    /// Spreads `endpoint`'s waiting backlog `interval_ms` apart, in the background.
-    fn spread(&self, endpoint: Uuid, interval_ms: f64, reason: Deferral) {
-        let pool = self.pool.clone();
-        tokio::spawn(async move {
-            match crate::engine::queue::spread_backlog(&pool, endpoint, interval_ms, SPREAD_HORIZON).await {
-                Ok(spread) => {
-                    metrics::protection_deferred(reason, u64::try_from(spread.later).unwrap_or(0));
-                    if spread.moved > 0 {
-                        tracing::info!(
-                            endpoint.id = %endpoint, moved = spread.moved, later = spread.later, interval_ms,
-                            reason = reason.as_str(),
-                            "Spread the backlog of endpoint {endpoint} {interval_ms:.3} ms apart"
-                        );
-                    }
-                }
-                Err(err) => tracing::warn!(endpoint.id = %endpoint, error = %err, "Spreading a backlog failed"),
-            }
-        });
     }
 
     fn with_entry<T>(&self, endpoint: &Endpoint, f: impl FnOnce(&mut Entry) -> T) -> T {

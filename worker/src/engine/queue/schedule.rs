@@ -97,7 +97,7 @@ WITH ranked AS MATERIALIZED (
            now() + make_interval(secs => (row_number() OVER (ORDER BY run_at, id) * $2 / 1000.0)::float8) AS due
     FROM webhook.deliveries
     WHERE endpoint_id = $1 AND state = 'pending' AND run_at <= now() + make_interval(secs => $3)
-), moved AS (
+), movable AS (
     -- A row already scheduled close to its place keeps it: within a second, or a tenth of how
     -- far ahead it is. Spread again at the same pace, a backlog that is being sent on time gets
     -- the same times back, and one that fell a little behind shifts by a little; rewriting it
@@ -105,13 +105,15 @@ WITH ranked AS MATERIALIZED (
     -- (every worker spreads a throttled backlog every few seconds). A row that is due already is
     -- always moved: it is what stands in the claims' way; the rest are placed exactly once they
     -- come near.
-    UPDATE webhook.deliveries d
-    SET run_at = r.due
-    FROM ranked r
-    WHERE d.id = r.id AND d.state = 'pending'
-      AND NOT (r.was > now()
+    SELECT id, was, due FROM ranked r
+    WHERE NOT (r.was > now()
                AND abs(extract(epoch FROM r.due - r.was)) <= greatest(1.0, extract(epoch FROM r.was - now()) / 10))
-    RETURNING r.due > r.was AS later
+), moved AS (
+    UPDATE webhook.deliveries d
+    SET run_at = m.due
+    FROM movable m
+    WHERE d.id = m.id AND d.state = 'pending'
+    RETURNING m.due > m.was AS later
 )
 SELECT count(*) FILTER (WHERE later) AS later, count(*) AS moved FROM moved
 "#;
