@@ -58,16 +58,17 @@ pub fn section(r: &Results) -> String {
                 spread_text(runs, |r| r.postgres_cpu_us_per_delivery, whole),
                 spread_text(runs, |r| r.worker_cpu_us_per_delivery, whole),
                 whole(spread(runs.iter().map(|r| total(r)).collect()).1),
+                format!("{:.1}", spread(runs.iter().map(|r| r.wall_seconds).collect()).1),
             ]
         })
         .collect();
     let header = "System | Configuration | Deliveries/s | Postgres µs/delivery | Worker µs/delivery | \
-                  Postgres + worker µs/delivery (median)";
+                  Postgres + worker µs/delivery (median) | Start → all committed, s (median)";
     let spread_note = if p.rounds > 1 { "min / median / max over the rounds" } else { "one round" };
     format!(
         "{HEADING}\n\nEach system drains {} deliveries from a fresh database on the same cluster, in {} interleaved \
          round(s), over plain HTTP keep-alive to the same receiver, which verified every signature; every id arrived \
-         exactly once. Deliveries/s: first to last arrival. CPU from the worker's (for the peers, the Node.js \
+         exactly once. Deliveries/s: first to last arrival. Time and CPU from the worker's (for the peers, the Node.js \
          driver's) start to its last completion committed: the whole cluster's, and the worker or driver \
          process's; the enqueue is not counted. Figures: {spread_note}.\n\n{}",
         thousands(p.deliveries),
@@ -91,6 +92,7 @@ mod tests {
             per_second,
             postgres_cpu_us_per_delivery: postgres,
             worker_cpu_us_per_delivery: 100.0,
+            wall_seconds: 50_000.0 / per_second + 0.5,
             ..PeerRun::default()
         }
     }
@@ -118,7 +120,7 @@ mod tests {
         assert!(md.find(ours).unwrap() < md.find(graphile).unwrap(), "ours first:\n{md}");
         assert!(ours.contains("8,100 / 8,200 / 8,300"), "{ours}");
         assert!(graphile.contains("2,000 / 4,000 / 6,000"), "{graphile}");
-        assert!(graphile.contains("| 61 / 62 / 63 |") && graphile.ends_with("| 162 |"), "{graphile}");
+        assert!(graphile.contains("| 61 / 62 / 63 |") && graphile.ends_with("| 162 | 13.0 |"), "{graphile}");
         assert!(md.contains("50,000 deliveries") && md.contains("min / median / max"));
     }
 
