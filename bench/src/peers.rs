@@ -53,18 +53,32 @@ pub async fn run(bench: &Bench, peers_dir: &Path) -> anyhow::Result<PeersRun> {
     let mut runs = Vec::new();
     for round in 1..=rounds {
         let at = Round { bench, sink: &sink, secret: &secret, round, deliveries };
-        runs.push(at.in_fresh_database("ours", |db| at.ours(db)).await?);
+        let db = at.fresh_database("ours").await?;
+        let run = at.ours(&db).await;
+        db.remove(&bench.rig).await;
+        runs.push(logged(run?));
         for peer in Peer::ALL {
-            runs.push(at.in_fresh_database(peer.slug(), |db| at.peer(&drivers, peer, db)).await?);
-        }
-        for run in &runs[runs.len() - 1 - Peer::ALL.len()..] {
-            eprintln!(
-                "  round {round}, {}: {:.0} deliveries/s, Postgres {:.0} µs and worker {:.0} µs of CPU per delivery",
-                run.system, run.per_second, run.postgres_cpu_us_per_delivery, run.worker_cpu_us_per_delivery
-            );
+            let db = at.fresh_database(peer.slug()).await?;
+            let run = at.peer(&drivers, peer, &db).await;
+            db.remove(&bench.rig).await;
+            runs.push(logged(run?));
         }
     }
     Ok(PeersRun { rounds, deliveries, runs })
+}
+
+/// Prints a run's line as it ends.
+fn logged(run: PeerRun) -> PeerRun {
+    eprintln!(
+        "  round {}, {}: {:.0} deliveries/s, Postgres {:.0} µs and worker {:.0} µs of CPU per delivery ({:.1} s)",
+        run.round,
+        run.system,
+        run.per_second,
+        run.postgres_cpu_us_per_delivery,
+        run.worker_cpu_us_per_delivery,
+        run.wall_seconds
+    );
+    run
 }
 
 /// What one round's runs share.
@@ -85,21 +99,14 @@ struct Start {
 }
 
 impl Round<'_> {
-    /// Runs `body` in a database created for it on the run's server, dropped afterwards
-    /// whether `body` succeeded or not.
-    async fn in_fresh_database<F>(&self, slug: &str, body: impl FnOnce(FreshDatabase) -> F) -> anyhow::Result<PeerRun>
-    where
-        F: Future<Output = anyhow::Result<PeerRun>>,
-    {
+    /// A database of its own for `slug` (a system) in this round, on the run's server.
+    async fn fresh_database(&self, slug: &str) -> anyhow::Result<FreshDatabase> {
         let name = format!("webhook_bench_{}_r{}_{slug}", std::process::id(), self.round);
-        let db = FreshDatabase::create(&self.bench.rig, &name).await?;
-        let run = body(db).await;
-        FreshDatabase::drop(&self.bench.rig, &name).await;
-        run
+        FreshDatabase::create(&self.bench.rig, name).await
     }
 
-    /// Ours: the run's endpoint settings, one worker, filled by one `INSERT … SELECT`.
-    async fn ours(self, db: FreshDatabase) -> anyhow::Result<PeerRun> {
+    /// Ours: one worker, one endpoint at the receiver, the queue filled by one `INSERT … SELECT`.
+    async fn ours(self, db: &FreshDatabase) -> anyhow::Result<PeerRun> {
         let (bench, n) = (self.bench, self.deliveries);
         webhook_worker::db::migrate(&db.pool).await.context("migrating the peers phase's database")?;
         let key_ring = KeyRing::parse(&bench.rig.key_ring_text)?;
@@ -141,7 +148,7 @@ impl Round<'_> {
     }
 
     /// A peer: its driver's enqueue, then its work phase, measured.
-    async fn peer(self, drivers: &Drivers, peer: Peer, db: FreshDatabase) -> anyhow::Result<PeerRun> {
+    async fn peer(self, drivers: &Drivers, peer: Peer, db: &FreshDatabase) -> anyhow::Result<PeerRun> {
         let job = Job { peer, database_url: &db.url, count: self.deliveries, round: self.round };
         let enqueued = drivers.enqueue(job).await?;
         let start = self.start();
@@ -226,12 +233,13 @@ async fn wait_until_drained(pool: &PgPool) -> anyhow::Result<()> {
 
 /// A database of its own for one system and round, on the run's server.
 struct FreshDatabase {
+    name: String,
     url: String,
     pool: PgPool,
 }
 
 impl FreshDatabase {
-    async fn create(rig: &Rig, name: &str) -> anyhow::Result<Self> {
+    async fn create(rig: &Rig, name: String) -> anyhow::Result<Self> {
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&rig.pool)
             .await
@@ -240,12 +248,13 @@ impl FreshDatabase {
         url.set_path(&format!("/{name}"));
         let url = url.to_string();
         let pool = sqlx::postgres::PgPoolOptions::new().max_connections(4).connect(&url).await?;
-        Ok(Self { url, pool })
+        Ok(Self { name, url, pool })
     }
 
-    /// Drops the database `name` (its pool, moved into the run, is gone by now; `FORCE` ends
-    /// any connection a stopped peer left).
-    async fn drop(rig: &Rig, name: &str) {
+    /// Closes the pool and drops the database (`FORCE` ends any connection a failed run left).
+    async fn remove(self, rig: &Rig) {
+        self.pool.close().await;
+        let name = self.name;
         let dropped = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
             .execute(&rig.pool)
             .await;
