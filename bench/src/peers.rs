@@ -41,6 +41,8 @@ pub const OURS: &str = "webhook-delivery";
 /// Node.js or npm missing, a driver or worker that fails, deliveries lost or badly signed.
 pub async fn run(bench: &Bench, peers_dir: &Path) -> anyhow::Result<PeersRun> {
     driver::install(peers_dir).await?;
+    // The earlier phases' rows (millions after the backlog) would keep autovacuum busy here.
+    bench.rig.clear().await?;
     let secret = SigningSecret::generate();
     let sink = Sink::start(HashMap::from([(PATH.to_owned(), secret.clone())]), None).await?;
     let drivers = Drivers {
@@ -131,7 +133,7 @@ impl Round<'_> {
             ("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", bench.concurrency.to_string()),
         ];
         let config = FleetConfig { database_url: db.url.clone(), ca_bundle: None, ..bench.fleet.clone() };
-        let start = self.start();
+        let start = self.start().await;
         let mut fleet = Fleet::start(&config, 1, &env)?;
         wait_for_arrivals_at(self.sink, &mut fleet, n, Bench::limit_for(n), &config.log_dir).await?;
         wait_until_drained(&db.pool).await?;
@@ -151,7 +153,7 @@ impl Round<'_> {
     async fn peer(self, drivers: &Drivers, peer: Peer, db: &FreshDatabase) -> anyhow::Result<PeerRun> {
         let job = Job { peer, database_url: &db.url, count: self.deliveries, round: self.round };
         let enqueued = drivers.enqueue(job).await?;
-        let start = self.start();
+        let start = self.start().await;
         let sink = self.sink;
         let abort = || {
             let invalid = sink.invalid_signatures();
@@ -170,8 +172,11 @@ impl Round<'_> {
         Ok(run)
     }
 
-    /// Resets the receiver and reads the clocks, just before a worker or driver starts.
-    fn start(&self) -> Start {
+    /// Just before a worker or driver starts: a checkpoint, so that no earlier run's or this
+    /// enqueue's dirty pages are written during the measurement (skipped where the role may not
+    /// checkpoint), then resets the receiver and reads the clocks.
+    async fn start(&self) -> Start {
+        let _ = sqlx::query("CHECKPOINT").execute(&self.bench.rig.pool).await;
         self.sink.reset(false);
         Start { at: Instant::now(), postgres: self.bench.postgres_cpu(), receiver: procstat::own_cpu_seconds() }
     }
