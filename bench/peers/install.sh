@@ -12,4 +12,5 @@ if [ -f node_modules/.package-lock.json ] && [ node_modules/.package-lock.json -
    && [ -d node_modules/graphile-worker ] && [ -d node_modules/pg-boss ]; then
   exit 0
 fi
+command -v npm >/dev/null || { echo "install.sh: npm is not installed (it comes with Node.js >= 20)" >&2; exit 1; }
 npm ci --no-audit --no-fund --loglevel=error --omit=dev >/dev/null

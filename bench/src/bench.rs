@@ -30,6 +30,9 @@ pub struct Sizes {
     pub skew_endpoints: usize,
     /// Messages the API phase's clients post back to back.
     pub api_ingest_messages: u64,
+    /// Deliveries per system and round of the peers phase, and its interleaved rounds.
+    pub peers_deliveries: u64,
+    pub peers_rounds: usize,
 }
 
 impl Sizes {
@@ -51,6 +54,8 @@ impl Sizes {
             skew_rows: 60_000,
             skew_endpoints: 1_000,
             api_ingest_messages: 50_000,
+            peers_deliveries: 50_000,
+            peers_rounds: 3,
         }
     }
 
@@ -72,6 +77,8 @@ impl Sizes {
             skew_rows: 5_000,
             skew_endpoints: 100,
             api_ingest_messages: 2_000,
+            peers_deliveries: 2_000,
+            peers_rounds: 1,
         }
     }
 }
@@ -106,14 +113,7 @@ impl Bench {
     /// # Errors
     /// A dead worker, or `limit` passed.
     pub async fn wait_for_arrivals(&self, fleet: &mut Fleet, n: u64, limit: Duration) -> anyhow::Result<()> {
-        let deadline = tokio::time::Instant::now() + limit;
-        while !self.sink.wait_for(n, Duration::from_secs(1)).await {
-            fleet.check_alive(&self.fleet.log_dir)?;
-            if tokio::time::Instant::now() > deadline {
-                bail!("only {} of {n} deliveries arrived within {limit:?}", self.sink.count());
-            }
-        }
-        Ok(())
+        wait_for_arrivals_at(&self.sink, fleet, n, limit, &self.fleet.log_dir).await
     }
 
     /// Waits until the queue is empty: every answered delivery's completion is committed.
@@ -143,6 +143,28 @@ impl Bench {
     pub fn limit_for(rows: u64) -> Duration {
         Duration::from_secs(120 + rows / 200)
     }
+}
+
+/// [`Bench::wait_for_arrivals`] at another receiver (a phase's own); `log_dir` holds the
+/// workers' logs.
+///
+/// # Errors
+/// A dead worker, or `limit` passed.
+pub async fn wait_for_arrivals_at(
+    sink: &Sink,
+    fleet: &mut Fleet,
+    n: u64,
+    limit: Duration,
+    log_dir: &std::path::Path,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    while !sink.wait_for(n, Duration::from_secs(1)).await {
+        fleet.check_alive(log_dir)?;
+        if tokio::time::Instant::now() > deadline {
+            bail!("only {} of {n} deliveries arrived within {limit:?}", sink.count());
+        }
+    }
+    Ok(())
 }
 
 /// The `q`-quantile (0..=1) of sorted `values`.

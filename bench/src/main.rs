@@ -6,7 +6,7 @@
 //!   endpoints, filling and emptying the queue; [`sink`]: the receiver; [`fleet`]: worker
 //!   processes; [`procstat`]: CPU and memory from `/proc`; [`bench`]: the shared context.
 //! - Phases: [`ceiling`], [`throughput`], [`latency`], [`memory`], [`naive`], [`backlog`],
-//!   [`skew`], [`api`].
+//!   [`skew`], [`api`], [`peers`].
 //! - Output: [`results`] (the JSON), [`targets`], [`report`] (Markdown), [`plot`] (SVG).
 
 mod api;
@@ -17,6 +17,7 @@ mod fleet;
 mod latency;
 mod memory;
 mod naive;
+mod peers;
 mod plot;
 mod procstat;
 mod report;
@@ -38,18 +39,19 @@ use webhook_worker::testkit::receiver::{TestCa, server_config};
 
 use crate::bench::{Bench, Sizes};
 use crate::fleet::FleetConfig;
-use crate::results::{ApiRun, BacklogRun, Ceiling, Machine, MemoryRun, NaiveRun, Results, Setup, SkewRun};
+use crate::results::{ApiRun, BacklogRun, Ceiling, Machine, MemoryRun, NaiveRun, PeersRun, Results, Setup, SkewRun};
 use crate::rig::Rig;
 use crate::sink::Sink;
 
 /// Benchmarks webhook-delivery on this machine: database ceiling, end-to-end throughput with 1,
 /// 2 and 4 workers, latency at offered load, memory, a large backlog over a long run, a naive
-/// baseline, the in-flight cap under skewed traffic, and the management API. Starts everything it
-/// needs on loopback.
+/// baseline, the in-flight cap under skewed traffic, the management API, and the peers
+/// (graphile-worker, pg-boss) in the same run. Starts everything it needs on loopback.
 #[derive(Debug, Parser)]
 #[command(version)]
 struct Args {
     /// The same phases at small sizes, in under two minutes: a smoke test, not a measurement.
+    /// Leaves out the peers phase unless `--only peers` asks for it.
     #[arg(long)]
     quick: bool,
     /// A server to benchmark on (a fresh database is created on it and dropped after); without
@@ -81,9 +83,13 @@ struct Args {
     /// Endpoints the deliveries are spread over.
     #[arg(long, default_value_t = 100)]
     endpoints: usize,
-    /// Run only this phase and write no files (for profiling one phase, e.g. with `perf`).
+    /// Run only this phase, write no files, and print the results JSON on stdout (for profiling
+    /// one phase, e.g. with `perf`, or keeping one phase's figures).
     #[arg(long, value_enum)]
     only: Option<Phase>,
+    /// The peers' drivers (`bench/peers`: install.sh, graphile.mjs, pgboss.mjs).
+    #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/peers"))]
+    peers_dir: PathBuf,
 }
 
 /// The phases, for `--only`.
@@ -97,6 +103,8 @@ enum Phase {
     Backlog,
     Skew,
     Api,
+    /// graphile-worker and pg-boss beside ours (needs Node.js >= 20 and npm).
+    Peers,
 }
 
 fn main() -> ExitCode {
@@ -157,6 +165,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     results.total_seconds = started.elapsed().as_secs_f64();
     if args.only.is_none() {
         write_outputs(&results, &args)?;
+    } else {
+        println!("{}", serde_json::to_string_pretty(&results)?);
     }
     let _ = std::fs::remove_dir_all(&work_dir);
     Ok(())
@@ -215,6 +225,13 @@ async fn phases(
         eprintln!("Phase 7: the management API (ingest; 1,000 messages/s offered while a worker delivers)");
         api = api::run(bench).await?;
     }
+    // Not in the quick run: it needs npm (and the registry, the first time), and CI runs it on
+    // its own (`tests/peers.rs`).
+    let mut peers = PeersRun::default();
+    if args.only == Some(Phase::Peers) || (args.only.is_none() && !args.quick) {
+        eprintln!("Phase 8: peers in the same run (webhook-delivery, graphile-worker, pg-boss; plain HTTP)");
+        peers = peers::run(bench, &args.peers_dir).await?;
+    }
     let mut results = Results {
         date: chrono::Utc::now().format("%Y-%m-%d").to_string(),
         mode: if args.quick { "quick" } else { "full" }.to_owned(),
@@ -234,6 +251,7 @@ async fn phases(
         naive,
         skew,
         api,
+        peers,
         targets: Vec::new(),
         total_seconds: 0.0,
     };

@@ -4,6 +4,8 @@
 //! stored JSON file without running anything. The number formatting helpers live here too, so
 //! the targets, the tables and the plots all print the same figure the same way.
 
+mod peers;
+
 use crate::results::Results;
 
 /// First line of the section the runner owns; kept in the document.
@@ -44,6 +46,7 @@ pub fn markdown(r: &Results, plots: &Plots) -> String {
         backlog_section(r),
         skew_section(r),
         api_section(r),
+        peers::section(r),
         plots_section(plots),
     ]
     .join("\n")
@@ -479,6 +482,7 @@ mod tests {
             "## Memory",
             "## Backlog and long run",
             "## Skew and the in-flight cap",
+            peers::HEADING,
             "## Plots",
         ] {
             assert!(md.contains(heading), "missing {heading}");

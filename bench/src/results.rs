@@ -25,6 +25,9 @@ pub struct Results {
     /// Absent from runs before the phase existed.
     #[serde(default)]
     pub api: ApiRun,
+    /// Absent from runs before the phase existed, and empty when it did not run.
+    #[serde(default)]
+    pub peers: PeersRun,
     pub targets: Vec<Target>,
     /// Wall-clock seconds the whole run took.
     pub total_seconds: f64,
@@ -252,6 +255,47 @@ pub struct ApiOffered {
     /// Request sent → arrival at the receiver.
     pub delivered_p50_ms: f64,
     pub delivered_p99_ms: f64,
+}
+
+/// The peers phase: webhook-delivery, graphile-worker and pg-boss each drain the same number of
+/// deliveries from a fresh database on the same cluster to the same plain-HTTP receiver, in
+/// interleaved rounds.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PeersRun {
+    pub rounds: usize,
+    /// Deliveries per system and round.
+    pub deliveries: u64,
+    /// Every system's run of every round, in the order they ran.
+    pub runs: Vec<PeerRun>,
+}
+
+/// One system draining its queue once. CPU and time cover the work only (not the enqueue).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct PeerRun {
+    /// 1-based.
+    pub round: usize,
+    /// `webhook-delivery`, `graphile-worker` or `pg-boss`.
+    pub system: String,
+    pub version: String,
+    /// The configuration it ran with, e.g. `concurrency 32, local_queue 64`.
+    pub config: String,
+    pub deliveries: u64,
+    /// First to last arrival at the receiver.
+    pub seconds: f64,
+    /// `(deliveries - 1) / seconds`, as phase 2 counts it.
+    pub per_second: f64,
+    /// Worker (or driver) process start → every completion committed.
+    pub wall_seconds: f64,
+    /// The whole cluster's CPU (every Postgres process) over `wall_seconds`, per delivery.
+    pub postgres_cpu_us_per_delivery: f64,
+    /// The worker or driver process's CPU, from its start, per delivery.
+    pub worker_cpu_us_per_delivery: f64,
+    /// The receiver's (bench process) CPU per delivery.
+    pub receiver_cpu_us_per_delivery: f64,
+    /// The system's own enqueue path, rows per second (not part of the figures above).
+    pub enqueue_per_second: f64,
+    pub duplicates: u64,
+    pub invalid_signatures: u64,
 }
 
 /// One target of the benchmark issue and whether this run met it.

@@ -337,6 +337,7 @@ pub(crate) mod tests {
             },
             skew: skew_sample(),
             api: ApiRun::default(),
+            peers: PeersRun::default(),
             targets: Vec::new(),
             total_seconds: 2_950.0,
         };

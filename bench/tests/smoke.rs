@@ -65,10 +65,16 @@ fn quick_mode_runs_every_phase_and_writes_every_output() {
     assert!(offered["messages"].as_u64().unwrap() > 0, "{api}");
     assert!(offered["delivered_p50_ms"].as_f64().unwrap() <= offered["delivered_p99_ms"].as_f64().unwrap(), "{api}");
     assert_eq!(results["targets"].as_array().unwrap().len(), 12);
+    // The peers phase needs npm: the quick run leaves it out (tests/peers.rs runs it alone).
+    assert_eq!(results["peers"]["runs"].as_array().unwrap().len(), 0, "{}", results["peers"]);
 
     let report = std::fs::read_to_string(&report).unwrap();
     assert!(report.contains("<!-- bench:results:begin -->") && report.contains("<!-- bench:results:end -->"));
     assert!(report.contains("## The management API"), "the report has the API phase");
+    assert!(
+        report.contains("## Peers, same run\n\nNot measured in this run."),
+        "the report says the peers did not run"
+    );
     for plot in ["throughput", "latency", "over-time"] {
         let svg = std::fs::read_to_string(
             json.with_file_name(format!("{}-{plot}.svg", json.file_stem().unwrap().to_str().unwrap())),
