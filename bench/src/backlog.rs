@@ -26,6 +26,8 @@ pub async fn run(bench: &Bench, small: &[ThroughputRun]) -> anyhow::Result<Backl
     bench.wait_for_arrivals(&mut fleet, 1, Duration::from_secs(60)).await?;
     // Seconds since the first arrival, and the count then.
     let started = tokio::time::Instant::now();
+    let counters_at_start = bench.rig.counters().await;
+    let mut last = counters_at_start;
     let mut samples = vec![(0.0, bench.sink.count())];
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     ticker.tick().await;
@@ -35,9 +37,24 @@ pub async fn run(bench: &Bench, small: &[ThroughputRun]) -> anyhow::Result<Backl
         samples.push((started.elapsed().as_secs_f64(), bench.sink.count()));
         let (t, n) = samples[samples.len() - 1];
         if samples.len() % 60 == 0 {
-            eprintln!("  {:.0} s: {n} delivered, {:.0}/s over the last minute", t, rate(&samples, t - 60.0, t));
+            let now = bench.rig.counters().await;
+            let minute = now - last;
+            last = now;
+            let delivered = (n - samples[samples.len().saturating_sub(61)].1).max(1) as f64;
+            eprintln!(
+                "  {:.0} s: {n} delivered, {:.0}/s over the last minute; WAL {:.0} B and {:.2} full pages per delivery, \
+                 {} checkpoints, {} queue autovacuums, {} backend writes",
+                t,
+                rate(&samples, t - 60.0, t),
+                minute.wal_bytes / delivered,
+                minute.full_page_images as f64 / delivered,
+                minute.checkpoints,
+                minute.autovacuums,
+                minute.backend_writes
+            );
         }
     }
+    let server = bench.rig.counters().await - counters_at_start;
     fleet.stop().await;
     let (end, delivered) = samples[samples.len() - 1];
     let first_minute = rate(&samples, WARM_UP, (WARM_UP + 60.0).min(end));
@@ -64,13 +81,24 @@ pub async fn run(bench: &Bench, small: &[ThroughputRun]) -> anyhow::Result<Backl
         bucket_max_ratio: ratio(sorted.last().copied().unwrap_or(0.0), median),
         series,
         history_rows_at_end: u64::try_from(bench.rig.history_rows().await?)?,
+        wal_bytes_per_delivery: ratio(server.wal_bytes, delivered as f64),
+        full_page_images_per_delivery: ratio(server.full_page_images as f64, delivered as f64),
+        checkpoints: server.checkpoints,
+        queue_autovacuums: server.autovacuums,
+        backend_writes: server.backend_writes,
     };
     eprintln!(
         "  backlog of {rows}: {first_minute:.0}/s in the first minute ({:.0} % of the small queue); \
-         {bucket:.0}-s buckets {:.2}–{:.2} × median over {end:.0} s",
+         {bucket:.0}-s buckets {:.2}–{:.2} × median over {end:.0} s; WAL {:.0} B and {:.2} full pages per delivery, \
+         {} checkpoints, {} queue autovacuums, {} backend writes",
         100.0 * run.ratio_to_small_queue,
         run.bucket_min_ratio,
-        run.bucket_max_ratio
+        run.bucket_max_ratio,
+        run.wal_bytes_per_delivery,
+        run.full_page_images_per_delivery,
+        run.checkpoints,
+        run.queue_autovacuums,
+        run.backend_writes
     );
     Ok(run)
 }

@@ -18,6 +18,7 @@ mod latency;
 mod memory;
 mod naive;
 mod peers;
+mod pgstats;
 mod plot;
 mod procstat;
 mod report;
@@ -87,6 +88,10 @@ struct Args {
     /// one phase, e.g. with `perf`, or keeping one phase's figures).
     #[arg(long, value_enum)]
     only: Option<Phase>,
+    /// A setting of the throwaway cluster, `NAME=VALUE`, beside (or instead of) the bench's own;
+    /// repeatable. For trying an operator's settings, e.g. `--pg-setting wal_compression=lz4`.
+    #[arg(long = "pg-setting", value_name = "NAME=VALUE", value_parser = parse_setting)]
+    pg_settings: Vec<(String, String)>,
     /// The peers' drivers (`bench/peers`: install.sh, graphile.mjs, pgboss.mjs).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/peers"))]
     peers_dir: PathBuf,
@@ -131,7 +136,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let work_dir = std::env::temp_dir().join(format!("webhook-bench-{}", std::process::id()));
     std::fs::create_dir_all(&work_dir)?;
     eprintln!("Starting PostgreSQL…");
-    let mut rig = Rig::start(args.database_url.as_deref()).await?;
+    let mut rig = Rig::start(args.database_url.as_deref(), &args.pg_settings).await?;
     let secrets: Vec<(String, SigningSecret)> =
         (0..args.endpoints).map(|i| (format!("/e{i}"), SigningSecret::generate())).collect();
     let (tls, ca_bundle) = if args.plain_http {
@@ -270,10 +275,18 @@ async fn machine(args: &Args, rig: &Rig) -> Machine {
         postgres_version: rig.postgres_version().await,
         postgres_source: rig.source.clone(),
         postgres_settings: if rig.postmaster.is_some() {
-            rig::CLUSTER_SETTINGS.iter().map(|(k, v)| format!("{k}={v}")).collect()
+            rig::cluster_settings(&args.pg_settings).iter().map(|(k, v)| format!("{k}={v}")).collect()
         } else {
             Vec::new()
         },
+    }
+}
+
+/// `NAME=VALUE`, for `--pg-setting`.
+fn parse_setting(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), value.trim().to_owned())),
+        _ => Err(format!("expected NAME=VALUE, got {text:?}")),
     }
 }
 
@@ -320,4 +333,17 @@ fn write_outputs(results: &Results, args: &Args) -> anyhow::Result<()> {
         eprintln!("  {} {}: {}", if target.met { "met    " } else { "MISSED " }, target.name, target.measured);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_setting;
+
+    #[test]
+    fn a_setting_is_name_equals_value() {
+        assert_eq!(parse_setting("wal_compression=lz4"), Ok(("wal_compression".to_owned(), "lz4".to_owned())));
+        assert_eq!(parse_setting("options=-c a=b"), Ok(("options".to_owned(), "-c a=b".to_owned())));
+        assert!(parse_setting("wal_compression").unwrap_err().contains("NAME=VALUE"));
+        assert!(parse_setting("=lz4").is_err());
+    }
 }

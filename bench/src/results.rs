@@ -105,6 +105,13 @@ pub struct ThroughputRun {
     /// a given server without it).
     #[serde(default)]
     pub statements: Vec<StatementStat>,
+    /// WAL written over the run per delivery, bytes (`pg_current_wal_lsn` before and after).
+    #[serde(default)]
+    pub wal_bytes_per_delivery: Option<f64>,
+    /// Execution time of all statements per delivery, microseconds (pg_stat_statements; `None`
+    /// without it): what Postgres spent in our statements, against what its processes used.
+    #[serde(default)]
+    pub statement_us_per_delivery: Option<f64>,
 }
 
 /// One statement's share of the database's work (from pg_stat_statements).
@@ -167,6 +174,18 @@ pub struct BacklogRun {
     pub series: Vec<(f64, f64)>,
     /// Rows in the attempt history at the end.
     pub history_rows_at_end: u64,
+    /// What the server did during the drain: WAL bytes and full-page images per delivery,
+    /// checkpoints, autovacuum passes over the queue, pages backends wrote themselves.
+    #[serde(default)]
+    pub wal_bytes_per_delivery: f64,
+    #[serde(default)]
+    pub full_page_images_per_delivery: f64,
+    #[serde(default)]
+    pub checkpoints: i64,
+    #[serde(default)]
+    pub queue_autovacuums: i64,
+    #[serde(default)]
+    pub backend_writes: i64,
 }
 
 /// Phase 5: one delivery per claim, the transaction held open during the HTTP call.

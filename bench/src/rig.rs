@@ -12,6 +12,7 @@ use webhook_worker::policy::crypto::KeyRing;
 use webhook_worker::policy::signing::SigningSecret;
 use webhook_worker::testkit::pgcluster::Cluster;
 
+use crate::pgstats::DbCounters;
 use crate::results::StatementStat;
 
 /// Settings of the throwaway cluster: durable (fsync, synchronous commit and full-page writes
@@ -24,7 +25,18 @@ pub const CLUSTER_SETTINGS: &[(&str, &str)] = &[
     ("checkpoint_timeout", "30min"),
     // Where the database's time goes, per statement, for the report (a few per cent overhead).
     ("shared_preload_libraries", "pg_stat_statements"),
+    // Planning time counts too: a statement re-planned per call costs as much as it runs.
+    ("pg_stat_statements.track_planning", "on"),
 ];
+
+/// [`CLUSTER_SETTINGS`] with `extra` added, an extra setting replacing the bench's own of the
+/// same name.
+pub fn cluster_settings(extra: &[(String, String)]) -> Vec<(&str, &str)> {
+    let mut settings: Vec<(&str, &str)> =
+        CLUSTER_SETTINGS.iter().copied().filter(|(name, _)| !extra.iter().any(|(n, _)| n == name)).collect();
+    settings.extend(extra.iter().map(|(name, value)| (name.as_str(), value.as_str())));
+    settings
+}
 
 /// Every payload is this many bytes: a typical event.
 pub const PAYLOAD_BYTES: usize = 256;
@@ -47,7 +59,7 @@ impl Rig {
     ///
     /// # Errors
     /// When Postgres cannot be started or reached, or migrating fails.
-    pub async fn start(given: Option<&str>) -> anyhow::Result<Self> {
+    pub async fn start(given: Option<&str>, extra_settings: &[(String, String)]) -> anyhow::Result<Self> {
         let (url, cluster, given, source) = match given {
             Some(url) => {
                 let admin = PgPool::connect(url).await.context("connecting to the given DATABASE_URL")?;
@@ -62,7 +74,15 @@ impl Rig {
                 (url, None, Some((admin, name)), "given server, fresh database".to_owned())
             }
             None => {
-                let cluster = tokio::task::spawn_blocking(|| Cluster::start_with(CLUSTER_SETTINGS)).await??;
+                let settings: Vec<(String, String)> = cluster_settings(extra_settings)
+                    .into_iter()
+                    .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                    .collect();
+                let cluster = tokio::task::spawn_blocking(move || {
+                    let settings: Vec<(&str, &str)> = settings.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+                    Cluster::start_with(&settings)
+                })
+                .await??;
                 let url = cluster.url("postgres");
                 (url, Some(cluster), None, "throwaway cluster, durable settings".to_owned())
             }
@@ -214,14 +234,58 @@ impl Rig {
         let _ = sqlx::query("SELECT pg_stat_statements_reset()").execute(&self.pool).await;
     }
 
+    /// What the server did so far, for the long run's account of itself (zeros where a view
+    /// cannot be read).
+    pub async fn counters(&self) -> DbCounters {
+        let row: Result<(f64, i64, i64, i64, i64), _> = sqlx::query_as(
+            "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8, \
+                    (SELECT wal_fpi FROM pg_stat_wal), \
+                    (SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter), \
+                    (SELECT buffers_backend FROM pg_stat_bgwriter), \
+                    (SELECT autovacuum_count FROM pg_stat_user_tables \
+                     WHERE schemaname = 'webhook' AND relname = 'deliveries')",
+        )
+        .fetch_one(&self.pool)
+        .await;
+        row.map_or_else(
+            |_| DbCounters::default(),
+            |(wal_bytes, full_page_images, checkpoints, backend_writes, autovacuums)| DbCounters {
+                wal_bytes,
+                full_page_images,
+                checkpoints,
+                backend_writes,
+                autovacuums,
+            },
+        )
+    }
+
+    /// The server's WAL position, in bytes since its start (`None` when it cannot be read).
+    pub async fn wal_position(&self) -> Option<f64> {
+        sqlx::query_scalar("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8").fetch_one(&self.pool).await.ok()
+    }
+
+    /// Execution time of every statement since the last reset, milliseconds (`None` without
+    /// pg_stat_statements).
+    pub async fn statement_ms(&self) -> Option<f64> {
+        sqlx::query_scalar(
+            "SELECT sum(total_exec_time + total_plan_time)::float8 FROM pg_stat_statements \
+             WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&self.pool)
+        .await
+        .ok()
+        .flatten()
+    }
+
     /// The `limit` statements with the most execution time since the last reset (empty without
     /// pg_stat_statements).
     pub async fn statement_stats(&self, limit: i64) -> Vec<StatementStat> {
         let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(
-            "SELECT regexp_replace(query, '\\s+', ' ', 'g'), calls, rows, mean_exec_time, \
-             total_exec_time / nullif(sum(total_exec_time) OVER (), 0) \
+            "SELECT regexp_replace(query, '\\s+', ' ', 'g'), calls, rows, \
+             mean_exec_time + mean_plan_time, \
+             (total_exec_time + total_plan_time) / nullif(sum(total_exec_time + total_plan_time) OVER (), 0) \
              FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-             ORDER BY total_exec_time DESC LIMIT $1",
+             ORDER BY total_exec_time + total_plan_time DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -286,4 +350,20 @@ SELECT ($1::uuid[])[1 + (n % cardinality($1::uuid[]))], 'invoice.paid',
 FROM generate_series($2::bigint + 1, $2::bigint + $3::bigint) AS n
 {returning}"#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_extra_setting_replaces_the_benchs_own_of_the_same_name() {
+        let extra = [("shared_buffers".to_owned(), "4GB".to_owned()), ("wal_compression".to_owned(), "lz4".to_owned())];
+        let settings = cluster_settings(&extra);
+        assert_eq!(settings.iter().filter(|(name, _)| *name == "shared_buffers").count(), 1);
+        assert!(settings.contains(&("shared_buffers", "4GB")));
+        assert!(settings.contains(&("wal_compression", "lz4")));
+        assert!(settings.contains(&("max_connections", "300")));
+        assert_eq!(cluster_settings(&[]), CLUSTER_SETTINGS.to_vec());
+    }
 }

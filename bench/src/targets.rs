@@ -256,6 +256,8 @@ pub(crate) mod tests {
             duplicates: 0,
             invalid_signatures: 0,
             statements: Vec::new(),
+            wal_bytes_per_delivery: None,
+            statement_us_per_delivery: None,
         };
         let latency = |offered: f64, p50: f64, p99: f64| LatencyRun {
             offered_per_second: offered,
@@ -326,6 +328,11 @@ pub(crate) mod tests {
                 bucket_max_ratio: 1.04,
                 series: (0..=60).map(|i| (f64::from(i) * 30.0, 13_000.0 + f64::from(i % 7) * 100.0)).collect(),
                 history_rows_at_end: 1_000_000,
+                wal_bytes_per_delivery: 1_200.0,
+                full_page_images_per_delivery: 0.05,
+                checkpoints: 1,
+                queue_autovacuums: 5,
+                backend_writes: 0,
             },
             naive: NaiveRun {
                 connections: 2,

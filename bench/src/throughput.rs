@@ -17,6 +17,7 @@ pub async fn run(bench: &Bench, ceiling: f64) -> anyhow::Result<Vec<ThroughputRu
         bench.rig.fill(rows).await?;
         bench.sink.reset(false);
         bench.rig.reset_statement_stats().await;
+        let wal_start = bench.rig.wal_position().await;
         let (pg_start, own_start) = (bench.postgres_cpu(), procstat::own_cpu_seconds());
         let mut fleet = bench.start_workers(workers, &[])?;
         bench.wait_for_arrivals(&mut fleet, rows, Bench::limit_for(rows)).await?;
@@ -25,6 +26,8 @@ pub async fn run(bench: &Bench, ceiling: f64) -> anyhow::Result<Vec<ThroughputRu
         let rss = fleet.peak_rss_mib();
         let (pg, own) = (bench.postgres_cpu() - pg_start, procstat::own_cpu_seconds() - own_start);
         let statements = bench.rig.statement_stats(6).await;
+        let wal = bench.rig.wal_position().await.zip(wal_start).map(|(end, start)| end - start);
+        let statement_ms = bench.rig.statement_ms().await;
         fleet.stop().await;
         let seconds = bench.sink.window_seconds();
         let per_second = ratio((rows - 1) as f64, seconds);
@@ -43,13 +46,17 @@ pub async fn run(bench: &Bench, ceiling: f64) -> anyhow::Result<Vec<ThroughputRu
             duplicates: bench.sink.duplicates(),
             invalid_signatures: bench.sink.invalid_signatures(),
             statements,
+            wal_bytes_per_delivery: wal.map(|bytes| ratio(bytes, rows as f64)),
+            statement_us_per_delivery: statement_ms.map(|ms| ratio(ms * 1e3, rows as f64)),
         };
         eprintln!(
             "  {workers} worker(s): {per_second:.0} deliveries/s ({:.0} % of the ceiling), worker {:.1} µs/delivery, \
-             Postgres {:.1} µs/delivery, peak RSS {:?} MiB",
+             Postgres {:.1} µs/delivery (statements {:.1}), WAL {:.0} B/delivery, peak RSS {:?} MiB",
             100.0 * run.ratio_to_ceiling,
             run.worker_cpu_us_per_delivery,
             run.postgres_cpu_us_per_delivery,
+            run.statement_us_per_delivery.unwrap_or(f64::NAN),
+            run.wal_bytes_per_delivery.unwrap_or(f64::NAN),
             run.worker_peak_rss_mib.iter().map(|m| m.round()).collect::<Vec<_>>()
         );
         for statement in &run.statements {
