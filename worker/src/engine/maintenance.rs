@@ -11,7 +11,7 @@ use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
 use chrono::{NaiveDate, Utc};
-use sqlx::{Connection, PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{MaintenanceSettings, Retention};
@@ -82,7 +82,7 @@ async fn lead(
         Some(connection) => connection,
         None => {
             let options = crate::db::options(&settings.database_url).ok()?;
-            let mut connection = PgConnection::connect_with(&options).await.ok()?;
+            let mut connection = crate::db::connect(&options).await.ok()?;
             sqlx::query(DETECT_DEAD_LEADER).execute(&mut connection).await.ok()?;
             let acquired: bool =
                 sqlx::query_scalar(TRY_LEAD).bind(LEADER_LOCK_KEY).fetch_one(&mut connection).await.ok()?;
