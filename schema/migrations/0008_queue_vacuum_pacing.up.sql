@@ -1,0 +1,14 @@
+-- Autovacuum of the queue table, paced (issue 14: a long run that stays flat).
+--
+-- 0001 let autovacuum run over `deliveries` unthrottled (`autovacuum_vacuum_cost_delay = 0`).
+-- With a small queue a pass is a few pages and that is right. With a backlog of millions, every
+-- pass also reads each of the table's three large indexes in full (millions of entries each),
+-- and an unthrottled pass took one of the machine's cores for tens of seconds, once a minute:
+-- the ten-minute benchmark with 5,000,000 pending swung between 0.76 and 1.21 × its median
+-- throughput per 30 s, with dips every minute (BENCHMARKS.md, "A long run that stays flat").
+-- Postgres's own default delay (2 ms per 200 cost units) spreads a large pass over more time and
+-- leaves a small one as quick as before. The claims do not need vacuum to keep pace: each worker
+-- resumes its scan of the ready index behind the rows it claimed last, not at the dead head.
+--
+-- Expand-only: a storage parameter (SHARE UPDATE EXCLUSIVE lock: reads and writes go on).
+ALTER TABLE webhook.deliveries SET (autovacuum_vacuum_cost_delay = 2);
