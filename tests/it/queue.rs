@@ -263,3 +263,17 @@ async fn a_backlog_spread_again_at_the_same_pace_is_not_rewritten() {
         db.count("SELECT (extract(epoch FROM max(run_at) - now()) * 1000)::bigint FROM webhook.deliveries").await;
     assert!(last < 150_000, "the last row is due {last} ms from now, within the faster spread's 100 s");
 }
+
+/// Our statements are short; JIT compiling them cost the leader 18 ms a call (BENCHMARKS.md).
+#[tokio::test]
+async fn every_session_of_ours_runs_without_jit() {
+    let db = TestDb::new().await;
+    let url = secrecy::SecretString::from(db.url.clone());
+    let pool = webhook_worker::db::pool(&url, 2).unwrap();
+    let pooled: String = sqlx::query_scalar("SHOW jit").fetch_one(&pool).await.unwrap();
+    assert_eq!(pooled, "off", "a pooled session");
+    let mut leader = webhook_worker::db::connect(&webhook_worker::db::options(&url).unwrap()).await.unwrap();
+    let own: String = sqlx::query_scalar("SHOW jit").fetch_one(&mut leader).await.unwrap();
+    assert_eq!(own, "off", "a session of its own (the maintenance leader's)");
+    pool.close().await;
+}
