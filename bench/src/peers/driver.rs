@@ -113,18 +113,8 @@ impl Drivers {
     pub async fn enqueue(&self, job: Job<'_>) -> anyhow::Result<Value> {
         let log = self.log_path(job, "enqueue");
         let mut child = self.spawn(job, &log, &["--phase", "enqueue"])?;
-        let line = match read_report(&mut child, Duration::from_secs(120 + job.count / 1_000), None).await {
-            Ok(line) => line,
-            Err(err) => {
-                let _ = child.kill().await;
-                bail!("the {} enqueue: {err:#}\n{}", job.peer.system(), tail(&log));
-            }
-        };
-        let status = child.wait().await?;
-        if !status.success() {
-            bail!("the {} enqueue exited with {status}: {line}\n{}", job.peer.system(), tail(&log));
-        }
-        Ok(line)
+        let line = read_report(&mut child, Duration::from_secs(120 + job.count / 1_000), None).await;
+        finish(&mut child, line, &format!("the {} enqueue", job.peer.system()), &log).await
     }
 
     /// `--phase work`: the peer delivers `count` jobs to the receiver and exits when every
@@ -144,17 +134,7 @@ impl Drivers {
         let line = read_report(&mut child, limit + Duration::from_secs(30), Some(abort)).await;
         // Read before waiting: until it is reaped, an exited driver's CPU is still in /proc.
         let (cpu_seconds, wall_seconds) = (procstat::cpu_seconds(pid), started.elapsed().as_secs_f64());
-        let line = match line {
-            Ok(line) => line,
-            Err(err) => {
-                let _ = child.kill().await;
-                bail!("the {} driver: {err:#}\n{}", job.peer.system(), tail(&log));
-            }
-        };
-        let status = child.wait().await?;
-        if !status.success() {
-            bail!("the {} driver exited with {status}: {line}\n{}", job.peer.system(), tail(&log));
-        }
+        let line = finish(&mut child, line, &format!("the {} driver", job.peer.system()), &log).await?;
         Ok(WorkReport { line, cpu_seconds, wall_seconds })
     }
 
@@ -207,6 +187,23 @@ async fn read_report(
             }
         }
     }
+}
+
+/// Ends a driver run (`what`, for messages): kills the driver when it gave no report, else reaps
+/// it and fails on a bad exit status even after a report.
+async fn finish(child: &mut Child, line: anyhow::Result<Value>, what: &str, log: &Path) -> anyhow::Result<Value> {
+    let line = match line {
+        Ok(line) => line,
+        Err(err) => {
+            let _ = child.kill().await;
+            bail!("{what}: {err:#}\n{}", tail(log));
+        }
+    };
+    let status = child.wait().await?;
+    if !status.success() {
+        bail!("{what} exited with {status}: {line}\n{}", tail(log));
+    }
+    Ok(line)
 }
 
 /// The last lines of a driver's log, for an error message.
