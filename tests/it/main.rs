@@ -22,6 +22,7 @@ mod producer;
 mod properties;
 mod protection;
 mod queue;
+mod sharding;
 mod support;
 mod tenants;
 mod tls;
