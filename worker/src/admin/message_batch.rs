@@ -44,13 +44,20 @@ WITH input AS (
 ), stored AS (
     INSERT INTO webhook.messages (id, application_id, event_type, event_id, payload)
     SELECT msg_id, application_id, event_type, event_id, payload FROM target
+), subscribers AS (
+    -- The batch's applications' endpoints, read once per batch. Joined per message instead, the
+    -- planner scanned every endpoint of every tenant once per message: with 1,100 endpoints in
+    -- the database, ingest for one application fell from ~12,000 to ~4,000 messages/s.
+    SELECT e.id, e.application_id, e.event_types
+    FROM webhook.endpoints e
+    WHERE e.application_id = ANY (ARRAY(SELECT DISTINCT t.application_id FROM target t))
+      AND e.state <> 'disabled'
 ), fanned AS (
     INSERT INTO webhook.deliveries (message_id, endpoint_id, event_type, payload)
     SELECT t.msg_id, e.id, t.event_type, t.payload
     FROM target t
-    JOIN webhook.endpoints e ON e.application_id = t.application_id
-    WHERE e.state <> 'disabled'
-      AND (cardinality(e.event_types) = 0 OR t.event_type = ANY (e.event_types))
+    JOIN subscribers e ON e.application_id = t.application_id
+    WHERE cardinality(e.event_types) = 0 OR t.event_type = ANY (e.event_types)
     ORDER BY t.n, e.id
     RETURNING message_id
 )
