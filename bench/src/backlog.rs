@@ -26,7 +26,7 @@ pub async fn run(bench: &Bench, small: &[ThroughputRun]) -> anyhow::Result<Backl
     bench.wait_for_arrivals(&mut fleet, 1, Duration::from_secs(60)).await?;
     // Seconds since the first arrival, and the count then.
     let started = tokio::time::Instant::now();
-    let counters_at_start = bench.rig.counters().await;
+    let counters_at_start = bench.rig.counters().await.unwrap_or_default();
     let mut last = counters_at_start;
     let mut samples = vec![(0.0, bench.sink.count())];
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
@@ -37,7 +37,7 @@ pub async fn run(bench: &Bench, small: &[ThroughputRun]) -> anyhow::Result<Backl
         samples.push((started.elapsed().as_secs_f64(), bench.sink.count()));
         let (t, n) = samples[samples.len() - 1];
         if samples.len() % 60 == 0 {
-            let now = bench.rig.counters().await;
+            let now = bench.rig.counters().await.unwrap_or_default();
             let minute = now - last;
             last = now;
             let delivered = (n - samples[samples.len().saturating_sub(61)].1).max(1) as f64;
@@ -54,7 +54,7 @@ pub async fn run(bench: &Bench, small: &[ThroughputRun]) -> anyhow::Result<Backl
             );
         }
     }
-    let server = bench.rig.counters().await - counters_at_start;
+    let server = bench.rig.counters().await.unwrap_or_default() - counters_at_start;
     fleet.stop().await;
     let (end, delivered) = samples[samples.len() - 1];
     let first_minute = rate(&samples, WARM_UP, (WARM_UP + 60.0).min(end));

@@ -234,9 +234,8 @@ impl Rig {
         let _ = sqlx::query("SELECT pg_stat_statements_reset()").execute(&self.pool).await;
     }
 
-    /// What the server did so far, for the long run's account of itself (zeros where a view
-    /// cannot be read).
-    pub async fn counters(&self) -> DbCounters {
+    /// What the server did so far (`None` when its views cannot be read).
+    pub async fn counters(&self) -> Option<DbCounters> {
         let row: Result<(f64, i64, i64, i64, i64), _> = sqlx::query_as(
             "SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8, \
                     (SELECT wal_fpi FROM pg_stat_wal), \
@@ -247,21 +246,8 @@ impl Rig {
         )
         .fetch_one(&self.pool)
         .await;
-        row.map_or_else(
-            |_| DbCounters::default(),
-            |(wal_bytes, full_page_images, checkpoints, backend_writes, autovacuums)| DbCounters {
-                wal_bytes,
-                full_page_images,
-                checkpoints,
-                backend_writes,
-                autovacuums,
-            },
-        )
-    }
-
-    /// The server's WAL position, in bytes since its start (`None` when it cannot be read).
-    pub async fn wal_position(&self) -> Option<f64> {
-        sqlx::query_scalar("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8").fetch_one(&self.pool).await.ok()
+        let (wal_bytes, full_page_images, checkpoints, backend_writes, autovacuums) = row.ok()?;
+        Some(DbCounters { wal_bytes, full_page_images, checkpoints, backend_writes, autovacuums })
     }
 
     /// Execution time of every statement since the last reset, milliseconds (`None` without

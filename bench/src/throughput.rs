@@ -17,7 +17,7 @@ pub async fn run(bench: &Bench, ceiling: f64) -> anyhow::Result<Vec<ThroughputRu
         bench.rig.fill(rows).await?;
         bench.sink.reset(false);
         bench.rig.reset_statement_stats().await;
-        let wal_start = bench.rig.wal_position().await;
+        let wal_start = bench.rig.counters().await;
         let (pg_start, own_start) = (bench.postgres_cpu(), procstat::own_cpu_seconds());
         let mut fleet = bench.start_workers(workers, &[])?;
         bench.wait_for_arrivals(&mut fleet, rows, Bench::limit_for(rows)).await?;
@@ -26,7 +26,7 @@ pub async fn run(bench: &Bench, ceiling: f64) -> anyhow::Result<Vec<ThroughputRu
         let rss = fleet.peak_rss_mib();
         let (pg, own) = (bench.postgres_cpu() - pg_start, procstat::own_cpu_seconds() - own_start);
         let statements = bench.rig.statement_stats(6).await;
-        let wal = bench.rig.wal_position().await.zip(wal_start).map(|(end, start)| end - start);
+        let wal = bench.rig.counters().await.zip(wal_start).map(|(end, start)| (end - start).wal_bytes);
         let statement_ms = bench.rig.statement_ms().await;
         fleet.stop().await;
         let seconds = bench.sink.window_seconds();
