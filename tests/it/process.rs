@@ -8,10 +8,10 @@ use webhook_worker::testkit::receiver::{Answer, Receiver};
 use crate::support::worker::key_ring_text;
 use crate::support::{TestDb, TestWorker, endpoint, insert_deliveries, settings, wait_until};
 
-use crate::support::cli::{BIN, assert_no_secret, binary, run};
+use crate::support::cli::{BIN, assert_no_secret, binary, collect, run};
 
 async fn sigterm_run(db: &TestDb, receiver: &Receiver, drain: &str, in_flight: usize) -> String {
-    let child = binary(db)
+    let mut child = binary(db)
         .arg("run")
         .env("WEBHOOK_DRAIN_DEADLINE", drain)
         .env("WEBHOOK_MAX_IN_FLIGHT_PER_ENDPOINT", "100")
@@ -19,12 +19,15 @@ async fn sigterm_run(db: &TestDb, receiver: &Receiver, drain: &str, in_flight: u
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Debug logs outgrow the pipe's buffer: read them as they come, or the worker blocks on a
+    // write before its deliveries go out.
+    let logs = collect(child.stderr.take().unwrap());
     assert!(receiver.wait_for(in_flight, Duration::from_secs(30)).await, "deliveries never got in flight");
     let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
-    let output = tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
-    assert!(output.status.success(), "worker exited with {:?}", output.status);
-    String::from_utf8_lossy(&output.stderr).into_owned()
+    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "worker exited with {status:?}");
+    logs.join().unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
