@@ -121,6 +121,8 @@ pub struct StatementStat {
     pub query: String,
     pub calls: u64,
     pub rows_per_call: f64,
+    /// Time per call, planning included: all of it over the calls. (Not `mean_plan_time`, which
+    /// is per planning: a statement that reuses a cached plan is planned on few of its calls.)
     pub mean_ms: f64,
     /// Share of all statements' execution time in the run.
     pub share: f64,

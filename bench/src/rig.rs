@@ -268,7 +268,7 @@ impl Rig {
     pub async fn statement_stats(&self, limit: i64) -> Vec<StatementStat> {
         let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(
             "SELECT regexp_replace(query, '\\s+', ' ', 'g'), calls, rows, \
-             mean_exec_time + mean_plan_time, \
+             coalesce((total_exec_time + total_plan_time) / nullif(calls, 0), 0), \
              (total_exec_time + total_plan_time) / nullif(sum(total_exec_time + total_plan_time) OVER (), 0) \
              FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
              ORDER BY total_exec_time + total_plan_time DESC LIMIT $1",
