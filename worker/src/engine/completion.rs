@@ -141,6 +141,15 @@ impl Completion {
         }
     }
 
+    /// A first attempt that delivered, and no circuit's probe: nothing follows from it but the
+    /// delete and its history (no retry, dead letter, circuit change or operational event).
+    pub fn is_first_delivery(&self) -> bool {
+        self.action == Action::Delivered
+            && self.attempt == 1
+            && self.circuit.is_none()
+            && self.disable_endpoint.is_none()
+    }
+
     /// Hands `delivery` back to the queue without spending its attempt, to run again after
     /// `after`, counted as `outcome` (deferred or throttled).
     pub fn release(delivery: &ClaimedDelivery, after: Duration, outcome: DeliveryOutcome) -> Self {

@@ -1,5 +1,6 @@
 //! Completing: one statement applies a batch of results, fenced by lease token, and records
-//! every attempt in the history.
+//! every attempt in the history. A batch of first attempts that all delivered takes a lean form
+//! of it ([`COMPLETE_DELIVERED`]): the common case in a healthy fleet.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -8,7 +9,11 @@ use uuid::Uuid;
 use crate::engine::completion::{Action, Completion};
 use crate::policy::states::{CircuitState, DeliveryOutcome};
 
-pub(super) const COMPLETE_BATCH: &str = r#"
+/// The batch as rows: one array per column ([`Columns`]). Both statements bind the same
+/// parameters, so they differ only in what they do with the rows.
+macro_rules! results {
+    () => {
+        r#"
 WITH r AS (
     SELECT *
     FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[], $5::text[], $6::integer[],
@@ -21,11 +26,45 @@ WITH r AS (
            circuit_state, circuit_open_until, circuit_cooldown_ms,
            remote_ip, dns_ms, connect_ms, tls_ms, first_byte_ms, connection_reused, via_proxy, response_headers,
            endpoint_disabled)
-), delivered AS (
+)"#
+    };
+}
+
+/// Deletes the delivered rows still `running` under the completion's lease token.
+macro_rules! delete_delivered {
+    () => {
+        r#"
+delivered AS (
     DELETE FROM webhook.deliveries d USING r
     WHERE d.id = r.id AND d.lease_token = r.lease_token AND d.state = 'running' AND r.action = 'delivered'
     RETURNING d.id
-), retried AS (
+)"#
+    };
+}
+
+/// Every attempt goes into the history, stale or not; releases and holds made none.
+macro_rules! record_history {
+    () => {
+        r#"
+history AS (
+    INSERT INTO webhook.delivery_attempts
+        (delivery_id, message_id, endpoint_id, attempt, attempted_at, duration_ms, outcome, status_code,
+         error, response_excerpt, worker_id,
+         remote_ip, dns_ms, connect_ms, tls_ms, first_byte_ms, connection_reused, via_proxy, response_headers)
+    SELECT id, message_id, endpoint_id, attempt, attempted_at, duration_ms, outcome, status_code,
+           error, response_excerpt, $18,
+           remote_ip::inet, dns_ms, connect_ms, tls_ms, first_byte_ms, connection_reused, via_proxy, response_headers
+    FROM r
+    WHERE action NOT IN ('release', 'hold')
+)"#
+    };
+}
+
+pub(super) const COMPLETE_BATCH: &str = concat!(
+    results!(),
+    ",",
+    delete_delivered!(),
+    r#", retried AS (
     UPDATE webhook.deliveries d
     SET state = 'pending', run_at = r.run_at, last_error = r.error, last_status = r.status_code,
         leased_by = NULL, lease_expires_at = NULL
@@ -55,17 +94,10 @@ WITH r AS (
            coalesce(error, 'no error recorded'), status_code
     FROM dead
     ON CONFLICT (delivery_id) DO NOTHING
-), history AS (
-    INSERT INTO webhook.delivery_attempts
-        (delivery_id, message_id, endpoint_id, attempt, attempted_at, duration_ms, outcome, status_code,
-         error, response_excerpt, worker_id,
-         remote_ip, dns_ms, connect_ms, tls_ms, first_byte_ms, connection_reused, via_proxy, response_headers)
-    SELECT id, message_id, endpoint_id, attempt, attempted_at, duration_ms, outcome, status_code,
-           error, response_excerpt, $18,
-           remote_ip::inet, dns_ms, connect_ms, tls_ms, first_byte_ms, connection_reused, via_proxy, response_headers
-    FROM r
-    WHERE action NOT IN ('release', 'hold')
-), disabled AS (
+)"#,
+    ",",
+    record_history!(),
+    r#", disabled AS (
     UPDATE webhook.endpoints e
     SET state = 'disabled', state_reason = r.disable_reason, state_changed_at = now(), updated_at = now()
     FROM r
@@ -120,7 +152,23 @@ SELECT (SELECT count(*) FROM delivered) + (SELECT count(*) FROM retried)
        (SELECT count(*) FROM probed WHERE circuit_state = 'closed') AS closed,
        (SELECT array_agg(id) FROM probed WHERE circuit_state = 'open') AS reopened,
        (SELECT array_agg(event_type) FROM operational WHERE message_id IS NOT NULL) AS operational
-"#;
+"#
+);
+
+/// [`COMPLETE_BATCH`] for a batch of first attempts that all delivered: nothing can follow from
+/// them but the delete and the history (no retry, dead letter, circuit or operational event).
+/// Leaving out the CTEs that would find nothing made a call 4–18 % cheaper (BENCHMARKS.md).
+pub(super) const COMPLETE_DELIVERED: &str = concat!(
+    results!(),
+    ",",
+    delete_delivered!(),
+    ",",
+    record_history!(),
+    r#"
+SELECT (SELECT count(*) FROM delivered) AS applied, 0::bigint AS closed, NULL::uuid[] AS reopened,
+       NULL::text[] AS operational
+"#
+);
 
 /// What a completion batch did besides the rows themselves.
 #[derive(Debug, Clone, Default, PartialEq, Eq, sqlx::FromRow)]
@@ -223,8 +271,9 @@ impl<'a> Columns<'a> {
 /// # Errors
 /// The database error; nothing was applied then, and the caller may retry the same batch.
 pub async fn complete_batch(pool: &PgPool, worker_id: &str, batch: &[Completion]) -> Result<Completed, sqlx::Error> {
+    let statement = if batch.iter().all(Completion::is_first_delivery) { COMPLETE_DELIVERED } else { COMPLETE_BATCH };
     let c = Columns::of(batch);
-    sqlx::query_as(COMPLETE_BATCH)
+    sqlx::query_as(statement)
         .bind(c.ids)
         .bind(c.tokens)
         .bind(c.actions)

@@ -25,6 +25,7 @@ pub use self::schedule::{Spread, next_due, reap_expired_leases, spread_backlog, 
 pub const STATEMENTS: &[(&str, &str)] = &[
     ("claim_batch", claim::CLAIM_BATCH),
     ("complete_batch", complete::COMPLETE_BATCH),
+    ("complete_delivered", complete::COMPLETE_DELIVERED),
     ("defer_reopened_backlog", complete::DEFER_REOPENED_BACKLOG),
     ("reap_expired_leases", schedule::REAP_EXPIRED_LEASES),
     ("unpark_resumed", schedule::UNPARK_RESUMED),
