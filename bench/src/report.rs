@@ -267,6 +267,7 @@ fn statements_section(best: Option<&crate::results::ThroughputRun>) -> String {
                 thousands(s.calls),
                 dec1(s.rows_per_call),
                 format!("{:.3}", s.mean_ms),
+                dec1(s.blocks_per_call),
                 percent(s.share),
             ]
         })
@@ -274,7 +275,7 @@ fn statements_section(best: Option<&crate::results::ThroughputRun>) -> String {
     format!(
         "\nWhere Postgres spent its execution time in the best run ({} workers; `pg_stat_statements`):\n\n{}",
         best.workers,
-        table("Statement | Calls | Rows/call | Mean ms | Share of time", 1, &rows)
+        table("Statement | Calls | Rows/call | Mean ms | Blocks/call | Share of time", 1, &rows)
     )
 }
 

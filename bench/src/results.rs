@@ -124,8 +124,27 @@ pub struct StatementStat {
     /// Time per call, planning included: all of it over the calls. (Not `mean_plan_time`, which
     /// is per planning: a statement that reuses a cached plan is planned on few of its calls.)
     pub mean_ms: f64,
+    /// Shared buffers touched per call (hit or read): the pages a call walked.
+    #[serde(default)]
+    pub blocks_per_call: f64,
     /// Share of all statements' execution time in the run.
     pub share: f64,
+}
+
+impl std::fmt::Display for StatementStat {
+    /// One line of a phase's statement table on the terminal.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{:>4.0} %  {:>7} calls  {:>6.1} rows/call  {:>7.3} ms  {:>7.1} blocks/call  {}",
+            100.0 * self.share,
+            self.calls,
+            self.rows_per_call,
+            self.mean_ms,
+            self.blocks_per_call,
+            self.query
+        )
+    }
 }
 
 /// Phase 3: producers inserting at a fixed rate; enqueue → delivered.

@@ -266,9 +266,10 @@ impl Rig {
     /// The `limit` statements with the most execution time since the last reset (empty without
     /// pg_stat_statements).
     pub async fn statement_stats(&self, limit: i64) -> Vec<StatementStat> {
-        let rows: Vec<(String, i64, i64, f64, f64)> = sqlx::query_as(
+        let rows: Vec<(String, i64, i64, f64, f64, f64)> = sqlx::query_as(
             "SELECT regexp_replace(query, '\\s+', ' ', 'g'), calls, rows, \
              coalesce((total_exec_time + total_plan_time) / nullif(calls, 0), 0), \
+             coalesce((shared_blks_hit + shared_blks_read)::float8 / nullif(calls, 0), 0), \
              (total_exec_time + total_plan_time) / nullif(sum(total_exec_time + total_plan_time) OVER (), 0) \
              FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
              ORDER BY total_exec_time + total_plan_time DESC LIMIT $1",
@@ -281,11 +282,12 @@ impl Rig {
             Vec::new()
         });
         rows.into_iter()
-            .map(|(query, calls, rows, mean_ms, share)| StatementStat {
+            .map(|(query, calls, rows, mean_ms, blocks_per_call, share)| StatementStat {
                 query: query.trim().chars().take(70).collect(),
                 calls: u64::try_from(calls).unwrap_or(0),
                 rows_per_call: if calls > 0 { rows as f64 / calls as f64 } else { 0.0 },
                 mean_ms,
+                blocks_per_call,
                 share,
             })
             .collect()

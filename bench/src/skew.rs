@@ -101,14 +101,7 @@ async fn drain(bench: &Bench, label: &str, rows: &[Uuid], cap: u32) -> anyhow::R
         run.deliveries, run.seconds, run.per_second, run.peak_in_flight, run.deferred
     );
     for statement in &statements {
-        eprintln!(
-            "    {:>4.0} %  {:>7} calls  {:>6.1} rows/call  {:>7.3} ms  {}",
-            100.0 * statement.share,
-            statement.calls,
-            statement.rows_per_call,
-            statement.mean_ms,
-            statement.query
-        );
+        eprintln!("    {statement}");
     }
     Ok(run)
 }

@@ -60,14 +60,7 @@ pub async fn run(bench: &Bench, ceiling: f64) -> anyhow::Result<Vec<ThroughputRu
             run.worker_peak_rss_mib.iter().map(|m| m.round()).collect::<Vec<_>>()
         );
         for statement in &run.statements {
-            eprintln!(
-                "    {:>4.0} %  {:>7} calls  {:>6.1} rows/call  {:>7.3} ms  {}",
-                100.0 * statement.share,
-                statement.calls,
-                statement.rows_per_call,
-                statement.mean_ms,
-                statement.query
-            );
+            eprintln!("    {statement}");
         }
         runs.push(run);
     }
